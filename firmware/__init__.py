@@ -1,0 +1,1 @@
+"""Prepaid meter application logic: hardware-free, runs on MicroPython and CPython."""

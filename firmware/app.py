@@ -1,0 +1,159 @@
+"""The asyncio wiring: metering, relay, persistence and indicator tasks on a board.
+
+The board object (real pins in the board module, simulated in tools/sim) provides:
+  clock        ticks_ms(), ticks_diff(a, b), async sleep_ms(ms)
+  local_time() (year, month, day, second_of_day) of local time now
+  source       energy source: poll() sets .mwh (energy since the last poll) and .power_w
+  relay        drivers.relay.LatchingRelay
+  store        load() -> state fields or None; save(fields)
+  indicator    drivers.indicator.Indicator or None
+The metering task calls `step()` every `tick_ms`; `step()` allocates nothing in the
+steady state. State is saved at once after a top-up, a relay change or any credit
+event, and otherwise when the unsaved charges reach `persist_money` or `persist_s`
+has passed: that bound is the most a power cut can lose. Every task survives its own
+errors: it logs, waits and carries on; metering never depends on the network.
+"""
+
+import asyncio
+import sys
+
+from firmware import events as ev
+from firmware.meter import Meter
+from firmware.wallclock import WallClock
+
+_PATTERN = {
+    ev.LOW_CREDIT: "low_credit",
+    ev.LOW_CREDIT_REMINDER: "low_credit",
+    ev.DISCONNECT: "disconnected",
+    ev.RECONNECT: "reconnected",
+    ev.TOPUP: "accepted",
+}
+
+
+class App:
+    def __init__(self, board, settings, tick_ms=1000):
+        self.board = board
+        self.tick_ms = tick_ms
+        self.meter = Meter(settings, WallClock(*board.local_time()))
+        self.errors = 0
+        self.ticks = 0
+        self._acc_ms = 0
+        self._relay_flag = asyncio.Event()
+        self._persist_flag = asyncio.Event()
+        state = board.store.load()
+        if state is not None:
+            self.meter.restore(state)
+        self.meter.log.listeners.append(self._on_event)
+        self.meter.log.emit(
+            self.meter.clock.stamp(), ev.BOOT, self.meter.ledger.balance, 1 if state else 0
+        )
+        self._saved_charged = self.meter.ledger.charged
+        self._saved_at = board.clock.ticks_ms()
+        # After a reboot re-assert the journaled relay state with one pulse in the same
+        # direction: it completes an operation a power cut interrupted and cannot flip
+        # the contacts against the journal.
+        self._relay_flag.set()
+
+    # -- the steady-state tick ---------------------------------------------------
+    def step(self, dt_ms):
+        acc = self._acc_ms + dt_ms
+        secs = acc // 1000
+        self._acc_ms = acc - secs * 1000
+        src = self.board.source
+        src.poll()
+        m = self.meter
+        m.tick(secs, src.mwh, src.power_w)
+        self.ticks += 1
+        if m.control.control_state == 1:  # policy.CONNECTED
+            if self.board.relay.closed is not True:
+                self._relay_flag.set()
+        elif self.board.relay.closed is not False:
+            self._relay_flag.set()
+        s = m.settings
+        if (
+            m.ledger.charged - self._saved_charged >= s.persist_money
+            or self.board.clock.ticks_diff(self.board.clock.ticks_ms(), self._saved_at)
+            >= s.persist_s * 1000
+        ):
+            self._persist_flag.set()
+
+    def _on_event(self, stamp, kind, balance, value):
+        if kind != ev.BOOT:
+            self._persist_flag.set()
+        pattern = _PATTERN.get(kind)
+        if pattern and self.board.indicator is not None:
+            self.board.indicator.play(pattern)
+
+    # -- requests ---------------------------------------------------------------
+    def topup(self, amount):
+        """Credit a verified amount (minor units) and journal it before returning."""
+        self.meter.credit(amount)
+        self.save()
+        self._relay_flag.set()
+        return self.meter.ledger.balance
+
+    def press_button(self):
+        ok = self.meter.control.press_button()
+        if ok:
+            self._relay_flag.set()
+        return ok
+
+    def save(self):
+        self.board.store.save(self.meter.snapshot())
+        self._saved_charged = self.meter.ledger.charged
+        self._saved_at = self.board.clock.ticks_ms()
+        self._persist_flag.clear()
+
+    # -- tasks --------------------------------------------------------------------
+    async def metering_task(self):
+        clk = self.board.clock
+        last = clk.ticks_ms()
+        while True:
+            await clk.sleep_ms(self.tick_ms)
+            now = clk.ticks_ms()
+            try:
+                self.step(clk.ticks_diff(now, last))
+            except Exception as e:  # a bad reading must not stop billing
+                self._error("metering", e)
+            last = now
+
+    async def relay_task(self):
+        relay = self.board.relay
+        while True:
+            await self._relay_flag.wait()
+            self._relay_flag.clear()
+            want = self.meter.relay_closed()
+            if relay.closed is want:
+                continue
+            try:
+                self.save()  # the journal knows the command before the coil moves
+                await relay.drive(want)
+            except Exception as e:
+                self._error("relay", e)
+                self.meter.log.emit(
+                    self.meter.clock.stamp(), ev.RELAY_FAULT, self.meter.ledger.balance, 0
+                )
+                await self.board.clock.sleep_ms(1000)
+            self._relay_flag.set()  # re-check: the wish may have changed meanwhile
+
+    async def persist_task(self):
+        while True:
+            await self._persist_flag.wait()
+            try:
+                self.save()
+            except Exception as e:
+                self._error("persist", e)
+                await self.board.clock.sleep_ms(1000)
+
+    def tasks(self):
+        out = [self.metering_task(), self.relay_task(), self.persist_task()]
+        if self.board.indicator is not None:
+            out.append(self.board.indicator.run())
+        return out
+
+    async def run(self):
+        await asyncio.gather(*[asyncio.create_task(t) for t in self.tasks()])
+
+    def _error(self, where, exc):
+        self.errors += 1
+        sys.stdout.write("app: " + where + " error: " + repr(exc) + "\n")

@@ -1,0 +1,117 @@
+"""The meter's settings: one schema, validated on load and on every change.
+
+Settings arrive as a dict of JSON values (money as decimal strings, times as "HH:MM",
+dates as "YYYY-MM-DD") and become a `Settings` object of integers that the tick uses
+without parsing. Every error names the field, e.g. "tariff.bands[0].from: ...".
+"""
+
+from firmware import money, tariff
+from firmware.wallclock import parse_date, parse_days, parse_hhmm
+
+# key: (kind, default, minimum, maximum) -- bounds apply to int kinds
+SCHEMA = {
+    "meter_id": ("str", "00000000", None, None),
+    "currency_decimals": ("int", 2, 0, 4),
+    "tariff": ("tariff", {"type": "flat", "price_per_kwh": "0.2000"}, None, None),
+    "standing_charge_per_day": ("money", "0", None, None),
+    "standing_charge_when_off": ("bool", True, None, None),
+    "low_credit": ("money", "2.00", None, None),
+    "low_credit_repeat_s": ("int", 3600, 0, 7 * 86400),
+    "reconnect_min": ("money", "1.00", None, None),
+    "emergency_credit": ("money", "0", None, None),
+    "friendly": ("windows", [], None, None),
+    "holidays": ("dates", [], None, None),
+    "debt_recovery_percent": ("int", 0, 0, 100),
+    "reconnect_needs_button": ("bool", False, None, None),
+    "max_power_w": ("int", 0, 0, 1000000),
+    "max_power_trip_s": ("int", 30, 1, 3600),
+    "max_power_retry_s": ("int", 120, 1, 86400),
+    "max_power_lockout_trips": ("int", 4, 1, 50),
+    "max_power_lockout_window_s": ("int", 1800, 1, 86400),
+    "relay_pulse_ms": ("int", 80, 10, 1000),
+    "relay_min_interval_ms": ("int", 1000, 0, 600000),
+    "persist_money": ("money", "0.10", None, None),
+    "persist_s": ("int", 900, 10, 86400),
+}
+
+
+class Settings:
+    """Validated settings; attributes are the schema keys with integer values."""
+
+    def __init__(self, raw=None):
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise ValueError("settings: expected an object")
+        for key in raw:
+            if key not in SCHEMA:
+                raise ValueError(key + ": unknown setting")
+        self.raw = {}
+        for key in SCHEMA:
+            self.raw[key] = raw[key] if key in raw else SCHEMA[key][1]
+        # currency_decimals first: every money field depends on it.
+        self._set("currency_decimals", self.raw["currency_decimals"])
+        for key in SCHEMA:
+            if key != "currency_decimals":
+                self._set(key, self.raw[key])
+        if self.reconnect_min < 1:
+            raise ValueError("reconnect_min: must be above zero (hysteresis against chatter)")
+        if self.low_credit < self.reconnect_min:
+            raise ValueError("low_credit: must not be below reconnect_min")
+
+    def _set(self, key, value):
+        kind, _, lo, hi = SCHEMA[key]
+        d = getattr(self, "currency_decimals", 2)
+        if kind == "int":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(key + ": expected a whole number, got " + repr(value))
+            if value < lo or value > hi:
+                raise ValueError(key + ": must be between " + str(lo) + " and " + str(hi))
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(key + ": expected true or false, got " + repr(value))
+        elif kind == "str":
+            if not isinstance(value, str) or not value:
+                raise ValueError(key + ": expected a non-empty string")
+        elif kind == "money":
+            value = money.check_small(money.parse_money(value, d, key), key)
+        elif kind == "tariff":
+            value = tariff.from_config(value, d, key)
+        elif kind == "windows":
+            value = parse_windows(value, key)
+        elif kind == "dates":
+            value = parse_holidays(value, key)
+        setattr(self, key, value)
+
+    def changed(self, key, value):
+        """A copy of these settings with one field changed (validated as a whole)."""
+        raw = dict(self.raw)
+        raw[key] = value
+        return Settings(raw)
+
+
+def parse_windows(items, field):
+    """[{"days": "sat,sun", "from": "00:00", "to": "24:00"}] -> [(mask, start, end)]."""
+    if not isinstance(items, list):
+        raise ValueError(field + ": expected a list")
+    out = []
+    for i, w in enumerate(items):
+        f = field + "[" + str(i) + "]"
+        if not isinstance(w, dict):
+            raise ValueError(f + ": expected an object")
+        start = parse_hhmm(w.get("from"), f + ".from")
+        end = parse_hhmm(w.get("to"), f + ".to", allow_24=True)
+        if start == end:
+            raise ValueError(f + ": empty window (from == to)")
+        out.append((parse_days(w.get("days", "all"), f + ".days"), start, end))
+    return out
+
+
+def parse_holidays(items, field):
+    """["2026-12-25", ...] -> tuple of date codes yyyymmdd."""
+    if not isinstance(items, list):
+        raise ValueError(field + ": expected a list of dates")
+    out = []
+    for i, text in enumerate(items):
+        y, m, d = parse_date(text, field + "[" + str(i) + "]")
+        out.append(y * 10000 + m * 100 + d)
+    return tuple(out)

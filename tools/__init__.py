@@ -1,0 +1,1 @@
+"""Host-side tools (CPython): simulator, benchmark, build and vending."""

@@ -1,0 +1,45 @@
+"""The simulated board: the same object shape the firmware's app gets on an ESP32.
+
+Clock is virtual, relay coils drive the relay model, the energy source is the power
+model, the state is kept by the firmware's own StateFile in a host directory.
+"""
+
+from drivers.indicator import Indicator
+from drivers.relay import LatchingRelay
+from firmware.meter import STATE_FIELDS
+from firmware.statefile import StateFile
+from tools.sim.hw import LatchingRelayModel, SimPin
+from tools.sim.power import PowerSource
+from tools.sim.vclock import VirtualClock
+
+
+class SimBoard:
+    def __init__(self, start, state_dir, settings, relay_closed=True):
+        self.clock = VirtualClock()
+        self._start = start  # (y, m, d, sod) at virtual time 0
+        self.set_pin = SimPin("relay_set", self.clock)
+        self.reset_pin = SimPin("relay_reset", self.clock)
+        self.relay_model = LatchingRelayModel(
+            self.clock, self.set_pin, self.reset_pin, closed=relay_closed
+        )
+        self.source = PowerSource(self.clock, self.relay_model)
+        self.relay = LatchingRelay(
+            self.set_pin,
+            self.reset_pin,
+            self.clock,
+            pulse_ms=settings.relay_pulse_ms,
+            min_interval_ms=settings.relay_min_interval_ms,
+        )
+        self.led = SimPin("led", self.clock)
+        self.buzzer = SimPin("buzzer", self.clock)
+        self.indicator = Indicator(self.clock, led=self.led, buzzer=self.buzzer)
+        self.store = StateFile(state_dir, len(STATE_FIELDS))
+
+    def local_time(self):
+        y, m, d, sod = self._start
+        # whole seconds of virtual time since the start, carried into the date
+        from firmware.wallclock import WallClock
+
+        c = WallClock(y, m, d, sod)
+        c.advance(self.clock.now // 1000)
+        return c.year, c.month, c.day, c.sod

@@ -1,0 +1,119 @@
+"""Host side of the simulator: run a scenario under `micropython`, build the report.
+
+The report (public format, see README): money as decimal strings at the meter's full
+internal precision (the currency's minor unit), energy in Wh with mWh decimals.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from firmware.money import format_decimal
+from firmware.policy import CONTROL_STATES
+from tools.sim.scenario import normalise
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def micropython_cmd():
+    here = Path(sys.executable).parent / "micropython"
+    if here.exists():
+        return str(here)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("micropython not found: run `make test` or `make demo` to set up .venv")
+    return found
+
+
+def mpy_env():
+    env = dict(os.environ)
+    env["MICROPYPATH"] = str(ROOT) + ":" + str(ROOT / "lib") + ":.frozen"
+    return env
+
+
+def run(scenario, progress=None, heap="512wk", timeout=3600):
+    """Validate and simulate `scenario` (a dict); returns the report dict.
+
+    Raises tools.sim.scenario.ScenarioError on bad input, RuntimeError if the
+    firmware run fails. `progress(t_s, duration_s)` is called as time advances.
+    """
+    norm = normalise(scenario)
+    d = norm["currency_decimals"]
+    with tempfile.TemporaryDirectory(prefix="meter-sim-") as tmp:
+        norm["state_dir"] = tmp
+        path = os.path.join(tmp, "scenario.json")
+        with open(path, "w") as f:
+            json.dump(norm, f)
+        cmd = [
+            micropython_cmd(),
+            "-X",
+            "heapsize=" + heap,
+            str(ROOT / "tools/sim/runner.py"),
+            path,
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            cwd=str(ROOT),
+            env=mpy_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        events, series, final, other = [], [], None, []
+        for line in proc.stdout:
+            if not line.startswith("{"):
+                other.append(line.rstrip())
+                continue
+            obj = json.loads(line)
+            if "ev" in obj:
+                t, kind, bal, value = obj["ev"]
+                events.append(
+                    {"t_s": t, "kind": kind, "balance": format_decimal(bal, d), "value": value}
+                )
+            elif "s" in obj:
+                t, watts, bal, relay, state = obj["s"]
+                series.append(
+                    {
+                        "t_s": t,
+                        "power_w": watts,
+                        "balance": format_decimal(bal, d),
+                        "relay": "closed" if relay else "open",
+                        "state": state,
+                    }
+                )
+            elif "p" in obj:
+                if progress:
+                    progress(obj["p"], norm["duration_s"])
+            elif "final" in obj:
+                final = obj["final"]
+        err = proc.stderr.read()
+        rc = proc.wait(timeout=timeout)
+    if rc != 0 or final is None:
+        raise RuntimeError("firmware run failed (exit %d):\n%s\n%s" % (rc, "\n".join(other), err))
+    return {
+        "final": {
+            "balance": format_decimal(final["balance"], d),
+            "energy_wh": format_decimal(final["energy_mwh"], 3),
+            "relay": final["relay"],
+            "state": final["state"],
+            "control_state": CONTROL_STATES[final["control_state"]],
+            "debt": format_decimal(final["debt"], d),
+            "carry": final["carry"],
+            "credited": format_decimal(final["credited"], d),
+            "charged": format_decimal(final["charged"], d),
+            "recovered": format_decimal(final["recovered"], d),
+            "true_energy_wh": format_decimal(final["true_mwh"], 3),
+            "relay_operations": final["relay_operations"],
+            "relay_faults": final["relay_faults"],
+            "ticks": final["ticks"],
+            "errors": final["errors"],
+            "saves": final["saves"],
+        },
+        "events": events,
+        "series": series,
+        "warnings": [line for line in other if line],
+    }

@@ -1,0 +1,58 @@
+"""Virtual time for the simulated board: the clock protocol of firmware.clock.
+
+Tasks that `await clock.sleep_ms(ms)` are parked until the simulation driver moves
+virtual time to their wake-up; `run()` jumps from one wake-up (or scheduled action)
+to the next, so an idle simulated second costs only the work done in it.
+"""
+
+import asyncio
+
+_MASK = 0x3FFFFFFF  # MicroPython ticks wrap at 2**30
+
+
+class VirtualClock:
+    def __init__(self, start_ms=0):
+        self.now = start_ms  # virtual milliseconds since the simulation began
+        self._sleepers = []  # [wake_ms, event]
+        self._actions = []  # [at_ms, order, fn], sorted
+
+    def ticks_ms(self):
+        return self.now & _MASK
+
+    def ticks_diff(self, a, b):
+        d = (a - b) & _MASK
+        return d - (_MASK + 1) if d & 0x20000000 else d
+
+    async def sleep_ms(self, ms):
+        ev = asyncio.Event()
+        self._sleepers.append((self.now + (ms if ms > 0 else 0), ev))
+        await ev.wait()
+
+    def at(self, at_ms, fn):
+        """Schedule fn() at virtual time at_ms (before tasks due at the same time)."""
+        self._actions.append((at_ms, len(self._actions), fn))
+        self._actions.sort()
+
+    async def run(self, end_ms, settle=6):
+        """Advance virtual time until end_ms, running actions and waking sleepers."""
+        actions = self._actions
+        while True:
+            for _ in range(settle):  # let every woken task run up to its next wait
+                await asyncio.sleep_ms(0)
+            t = end_ms + 1
+            for s in self._sleepers:
+                if s[0] < t:
+                    t = s[0]
+            if actions and actions[0][0] <= t:
+                t = actions[0][0]
+            if t > end_ms:
+                self.now = end_ms
+                return
+            self.now = t
+            while actions and actions[0][0] <= t:
+                actions.pop(0)[2]()
+            due = [s for s in self._sleepers if s[0] <= t]
+            if due:
+                self._sleepers = [s for s in self._sleepers if s[0] > t]
+                for s in due:
+                    s[1].set()
