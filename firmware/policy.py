@@ -99,7 +99,11 @@ class CreditControl:
                 self.low_armed = False
                 self.next_reminder = self.now + s.low_credit_repeat_s
                 self._emit(ev.LOW_CREDIT, 0)
-            elif s.low_credit_repeat_s and self.now >= self.next_reminder:
+            elif (
+                s.low_credit_repeat_s
+                and self.now >= self.next_reminder
+                and not self.open_reasons & OPEN_CREDIT
+            ):
                 self.next_reminder = self.now + s.low_credit_repeat_s
                 self._emit(ev.LOW_CREDIT_REMINDER, 0)
         elif not self.low_armed:

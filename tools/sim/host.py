@@ -112,6 +112,7 @@ def run(scenario, progress=None, heap="512wk", timeout=3600):
             "ticks": final["ticks"],
             "errors": final["errors"],
             "saves": final["saves"],
+            "live_heap_peak": final["live_heap_peak"],
         },
         "events": events,
         "series": series,

@@ -8,6 +8,7 @@ event, {"s": [t_s, power_w, balance, relay, state]} once per `series_s`,
 
 import asyncio
 import json
+import gc
 import sys
 
 from firmware.app import App
@@ -54,7 +55,13 @@ def main(path):
     series_s = sc.get("series_s", 60)
     progress_s = sc.get("progress_s", 3600)
 
-    def sample(t_s):
+    peak = [0]
+
+    def sample():
+        t_s = clock.now // 1000
+        gc.collect()
+        if gc.mem_alloc() > peak[0]:
+            peak[0] = gc.mem_alloc()
         out(
             {
                 "s": [
@@ -69,8 +76,7 @@ def main(path):
         if t_s % progress_s == 0:
             out({"p": t_s})
 
-    for t_s in range(0, sc["duration_s"] + 1, series_s):
-        clock.at(t_s * 1000, lambda t=t_s: sample(t))
+    clock.every(series_s * 1000, sample)
 
     async def go():
         for t in app.tasks():
@@ -99,6 +105,7 @@ def main(path):
                 "ticks": app.ticks,
                 "errors": app.errors,
                 "saves": board.store.saves,
+                "live_heap_peak": peak[0],
             }
         }
     )

@@ -14,7 +14,8 @@ class VirtualClock:
     def __init__(self, start_ms=0):
         self.now = start_ms  # virtual milliseconds since the simulation began
         self._sleepers = []  # [wake_ms, event]
-        self._actions = []  # [at_ms, order, fn], sorted
+        self._actions = []  # (at_ms, order, fn); schedule before run()
+        self._every = []  # [next_ms, period_ms, fn]
 
     def ticks_ms(self):
         return self.now & _MASK
@@ -29,13 +30,18 @@ class VirtualClock:
         await ev.wait()
 
     def at(self, at_ms, fn):
-        """Schedule fn() at virtual time at_ms (before tasks due at the same time)."""
+        """Schedule fn() at virtual time at_ms (after the tasks due at the same time)."""
         self._actions.append((at_ms, len(self._actions), fn))
-        self._actions.sort()
 
-    async def run(self, end_ms, settle=6):
+    def every(self, period_ms, fn, first_ms=0):
+        """Call fn() at first_ms and every period_ms after (after the tasks due then)."""
+        self._every.append([first_ms, period_ms, fn])
+
+    async def run(self, end_ms, settle=3):
         """Advance virtual time until end_ms, running actions and waking sleepers."""
         actions = self._actions
+        actions.sort()
+        actions.reverse()  # due actions pop from the end
         while True:
             for _ in range(settle):  # let every woken task run up to its next wait
                 await asyncio.sleep_ms(0)
@@ -43,16 +49,25 @@ class VirtualClock:
             for s in self._sleepers:
                 if s[0] < t:
                     t = s[0]
-            if actions and actions[0][0] <= t:
-                t = actions[0][0]
+            if actions and actions[-1][0] <= t:
+                t = actions[-1][0]
+            for e in self._every:
+                if e[0] < t:
+                    t = e[0]
             if t > end_ms:
                 self.now = end_ms
                 return
             self.now = t
-            while actions and actions[0][0] <= t:
-                actions.pop(0)[2]()
             due = [s for s in self._sleepers if s[0] <= t]
             if due:
                 self._sleepers = [s for s in self._sleepers if s[0] > t]
                 for s in due:
                     s[1].set()
+                for _ in range(settle):
+                    await asyncio.sleep_ms(0)
+            while actions and actions[-1][0] <= t:
+                actions.pop()[2]()
+            for e in self._every:
+                if e[0] <= t:
+                    e[0] += e[1]
+                    e[2]()
