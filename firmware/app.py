@@ -57,10 +57,13 @@ class App:
     # -- the steady-state tick ---------------------------------------------------
     def step(self, dt_ms):
         acc = self._acc_ms + dt_ms
-        secs = acc // 1000
-        self._acc_ms = acc - secs * 1000
+        # Kept before the poll: if the source fails, its time is billed at the next step
+        # instead of being lost from the wall clock and the standing charge.
+        self._acc_ms = acc
         src = self.board.source
         src.poll()
+        secs = acc // 1000
+        self._acc_ms = acc - secs * 1000
         m = self.meter
         m.tick(secs, src.mwh, src.power_w)
         self.ticks += 1

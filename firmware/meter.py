@@ -138,6 +138,10 @@ class Meter:
         ) = state
         ctl.ec_invoked = bool(flags & _FLAG_EC)
         ctl.low_armed = bool(flags & _FLAG_LOW_ARMED)
+        # Timers restart from the reboot: a max-power trip waits its full retry time
+        # again and a low-credit reminder is not fired the moment the meter is back.
+        ctl.retry_at = ctl.now + self.settings.max_power_retry_s
+        ctl.next_reminder = ctl.now + self.settings.low_credit_repeat_s
         self.month_key = month_key
         if month_key != self.clock.year * 100 + self.clock.month:
             self._new_month()

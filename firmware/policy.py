@@ -167,9 +167,10 @@ class CreditControl:
     def after_credit(self):
         """Re-evaluate at once after a top-up (the relay must not wait for a tick).
 
-        A top-up that repays the emergency credit in full makes it selectable again.
+        A top-up that repays the emergency credit in full makes it selectable again;
+        one that lands exactly on zero keeps it in use, or paying would cut the supply.
         """
-        if self.ec_invoked and self.ledger.balance >= 0:
+        if self.ec_invoked and self.ledger.balance > 0:
             self.ec_invoked = False
         self._credit_rules()
         self._apply()

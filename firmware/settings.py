@@ -30,7 +30,7 @@ SCHEMA = {
     "max_power_lockout_window_s": ("int", 1800, 1, 86400),
     "relay_pulse_ms": ("int", 80, 10, 1000),
     "relay_min_interval_ms": ("int", 1000, 0, 600000),
-    "persist_money": ("money", "0.10", None, None),
+    "persist_money": ("money", None, None, None),  # default: 10 minor units
     "persist_s": ("int", 900, 10, 86400),
 }
 
@@ -73,7 +73,10 @@ class Settings:
             if not isinstance(value, str) or not value:
                 raise ValueError(key + ": expected a non-empty string")
         elif kind == "money":
-            value = money.check_small(money.parse_money(value, d, key), key)
+            if value is None:
+                value = 10
+            else:
+                value = money.check_small(money.parse_money(value, d, key), key)
         elif kind == "tariff":
             value = tariff.from_config(value, d, key)
         elif kind == "windows":

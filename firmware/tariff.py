@@ -10,6 +10,11 @@ from firmware import money
 from firmware.wallclock import parse_days, parse_hhmm
 
 TYPES = ("flat", "tou", "block")
+_KEYS = {
+    "flat": ("type", "price_per_kwh"),
+    "tou": ("type", "bands", "default_price_per_kwh"),
+    "block": ("type", "tiers"),
+}
 
 
 class Flat:
@@ -105,6 +110,13 @@ def from_config(cfg, decimals, field="tariff"):
     if not isinstance(cfg, dict):
         raise ValueError(field + ": expected an object")
     kind = cfg.get("type")
+    if kind not in _KEYS:
+        raise ValueError(
+            field + ".type: unknown tariff type " + repr(kind) + " (expected flat, tou or block)"
+        )
+    for key in cfg:
+        if key not in _KEYS[kind]:
+            raise ValueError(field + "." + key + ": unknown key for a " + repr(kind) + " tariff")
     if kind == "flat":
         return Flat(_price(cfg, "price_per_kwh", decimals, field))
     if kind == "tou":
@@ -123,34 +135,31 @@ def from_config(cfg, decimals, field="tariff"):
             mask = parse_days(band.get("days", "all"), f + ".days")
             out.append((mask, start, end, _price(band, "price_per_kwh", decimals, f)))
         return TimeOfUse(out, _price(cfg, "default_price_per_kwh", decimals, field))
-    if kind == "block":
-        tiers = cfg.get("tiers")
-        if not isinstance(tiers, list) or not tiers:
-            raise ValueError(field + ".tiers: expected a non-empty list")
-        out = []
-        last = 0
-        for i, tier in enumerate(tiers):
-            f = field + ".tiers[" + str(i) + "]"
-            if not isinstance(tier, dict):
-                raise ValueError(f + ": expected an object")
-            up_to = tier.get("up_to_kwh")
-            if up_to is None:
-                if i != len(tiers) - 1:
-                    raise ValueError(f + ".up_to_kwh: only the last tier may be open (null)")
-                bound = None
-            else:
-                bound = money.parse_decimal(up_to, 3, f + ".up_to_kwh")
-                money.check_small(bound, f + ".up_to_kwh")
-                if bound <= last:
-                    raise ValueError(f + ".up_to_kwh: tiers must increase")
-                last = bound
-            out.append((bound, _price(tier, "price_per_kwh", decimals, f)))
-        if out[-1][0] is not None:
-            raise ValueError(field + ".tiers: the last tier must have up_to_kwh null")
-        return Block(out)
-    raise ValueError(
-        field + ".type: unknown tariff type " + repr(kind) + " (expected flat, tou or block)"
-    )
+    # block
+    tiers = cfg.get("tiers")
+    if not isinstance(tiers, list) or not tiers:
+        raise ValueError(field + ".tiers: expected a non-empty list")
+    out = []
+    last = 0
+    for i, tier in enumerate(tiers):
+        f = field + ".tiers[" + str(i) + "]"
+        if not isinstance(tier, dict):
+            raise ValueError(f + ": expected an object")
+        up_to = tier.get("up_to_kwh")
+        if up_to is None:
+            if i != len(tiers) - 1:
+                raise ValueError(f + ".up_to_kwh: only the last tier may be open (null)")
+            bound = None
+        else:
+            bound = money.parse_decimal(up_to, 3, f + ".up_to_kwh")
+            money.check_small(bound, f + ".up_to_kwh")
+            if bound <= last:
+                raise ValueError(f + ".up_to_kwh: tiers must increase")
+            last = bound
+        out.append((bound, _price(tier, "price_per_kwh", decimals, f)))
+    if out[-1][0] is not None:
+        raise ValueError(field + ".tiers: the last tier must have up_to_kwh null")
+    return Block(out)
 
 
 def _price(cfg, key, decimals, field):

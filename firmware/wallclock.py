@@ -40,14 +40,22 @@ def weekday(y, m, d):
     return (days_from_2000(y, m, d) + 5) % 7
 
 
+def _digits(s):
+    """True when s is ASCII digits only (int() alone also takes signs, spaces, '_', and
+    on CPython other scripts' digits, differently on each runtime)."""
+    for ch in s:
+        if ch < "0" or ch > "9":
+            return False
+    return True
+
+
 def parse_date(text, field="date"):
     """'YYYY-MM-DD' -> (y, m, d), validated."""
     if not isinstance(text, str) or len(text) != 10 or text[4] != "-" or text[7] != "-":
         raise ValueError(field + ": expected YYYY-MM-DD, got " + repr(text))
-    try:
-        y, m, d = int(text[0:4]), int(text[5:7]), int(text[8:10])
-    except ValueError:
+    if not _digits(text[0:4] + text[5:7] + text[8:10]):
         raise ValueError(field + ": expected YYYY-MM-DD, got " + repr(text))
+    y, m, d = int(text[0:4]), int(text[5:7]), int(text[8:10])
     if not (1 <= m <= 12 and 1 <= d <= month_days(y, m) and 2000 <= y <= 2199):
         raise ValueError(field + ": no such date " + repr(text))
     return y, m, d
@@ -57,10 +65,9 @@ def parse_hhmm(text, field="time", allow_24=False):
     """'HH:MM' -> seconds of the day; '24:00' allowed as an end of day."""
     if not isinstance(text, str) or len(text) != 5 or text[2] != ":":
         raise ValueError(field + ": expected HH:MM, got " + repr(text))
-    try:
-        h, mi = int(text[0:2]), int(text[3:5])
-    except ValueError:
+    if not _digits(text[0:2] + text[3:5]):
         raise ValueError(field + ": expected HH:MM, got " + repr(text))
+    h, mi = int(text[0:2]), int(text[3:5])
     if allow_24 and h == 24 and mi == 0:
         return 86400
     if not (0 <= h <= 23 and 0 <= mi <= 59):
@@ -74,12 +81,9 @@ def parse_datetime(text, field="start"):
         raise ValueError(field + ": expected YYYY-MM-DDTHH:MM:SS, got " + repr(text))
     y, m, d = parse_date(text[:10], field)
     hm = parse_hhmm(text[11:16], field)
-    if text[16] != ":":
+    if text[16] != ":" or not _digits(text[17:19]):
         raise ValueError(field + ": expected YYYY-MM-DDTHH:MM:SS, got " + repr(text))
-    try:
-        s = int(text[17:19])
-    except ValueError:
-        raise ValueError(field + ": expected YYYY-MM-DDTHH:MM:SS, got " + repr(text))
+    s = int(text[17:19])
     if not 0 <= s <= 59:
         raise ValueError(field + ": no such time of day " + repr(text))
     return y, m, d, hm + s

@@ -106,7 +106,7 @@ def test_format_decimal_known_values():
 
 def test_round_trip_format_then_parse():
     values = [0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 123456, 1 << 30, 10**15 + 7]
-    for decimals in range(0, 7):
+    for decimals in range(7):
         for v in values:
             for x in (v, -v):
                 text = money.format_decimal(x, decimals)

@@ -283,3 +283,17 @@ def test_parse_days():
     for bad in ("", "   ", None, 5):
         msg = _err(wc.parse_days, bad, "friendly[0].days")
         assert msg.startswith("friendly[0].days: expected day names"), (bad, msg)
+
+
+def test_parsers_take_ascii_digits_only():
+    # int() alone would take signs, spaces and '_' (and, on CPython only, other scripts'
+    # digits): the same settings file must validate alike on the host and the meter.
+    for text in (" 7:30", "+7:30", "-0:30", "07:-5", "0_:30", "07: 5", "\u0660\u0667:30"):
+        msg = _err(wc.parse_hhmm, text, "friendly[0].from", allow_24=True)
+        assert msg.startswith("friendly[0].from: expected HH:MM"), (text, msg)
+    for text in ("2026- 1-05", "2026-+1-05", "+026-01-05", "2026-01-0_", "2_26-01-05"):
+        msg = _err(wc.parse_date, text, "holidays[0]")
+        assert msg.startswith("holidays[0]: expected YYYY-MM-DD"), (text, msg)
+    for text in ("2026-01-05T07:30:+5", "2026-01-05T07:30: 5", "2026-01-05T07:30:-0"):
+        msg = _err(wc.parse_datetime, text, "clock")
+        assert msg.startswith("clock: expected"), (text, msg)

@@ -44,7 +44,7 @@ class VirtualClock:
         actions.reverse()  # due actions pop from the end
         while True:
             for _ in range(settle):  # let every woken task run up to its next wait
-                await asyncio.sleep_ms(0)
+                await asyncio.sleep(0)  # sleep_ms is MicroPython-only
             t = end_ms + 1
             for s in self._sleepers:
                 if s[0] < t:
@@ -64,7 +64,7 @@ class VirtualClock:
                 for s in due:
                     s[1].set()
                 for _ in range(settle):
-                    await asyncio.sleep_ms(0)
+                    await asyncio.sleep(0)  # sleep_ms is MicroPython-only
             while actions and actions[-1][0] <= t:
                 actions.pop()[2]()
             for e in self._every:

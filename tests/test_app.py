@@ -1,0 +1,479 @@
+"""The asyncio App on the simulated board: tick allocation, relay driving, journaling,
+reboot, fault recovery; and the A/B state file under it.
+
+Portable: runs under CPython pytest and under `micropython` (tests/mpy_runner.py). The
+board is tools/sim's SimBoard (virtual clock, pin and relay models, power model,
+StateFile in a scratch directory); the tests run the App's tasks in virtual time.
+"""
+
+import asyncio
+import os
+
+import support
+
+from drivers.relay import LatchingRelay
+from firmware import events as ev
+from firmware import policy, record
+from firmware.app import App
+from firmware.meter import STATE_FIELDS
+from firmware.settings import Settings
+from firmware.statefile import StateFile
+from tools.sim.board import SimBoard
+from tools.sim.hw import SimPin
+from tools.sim.vclock import VirtualClock
+
+N = len(STATE_FIELDS)
+BALANCE = STATE_FIELDS.index("balance")
+CARRY = STATE_FIELDS.index("carry")
+CONTROL = STATE_FIELDS.index("control_state")
+MONDAY_NOON = (2026, 1, 5, 12 * 3600)
+# 1.0000 per kWh: 3600 W is 1 Wh a second, 0.1 cent a second
+PRICEY = {"type": "flat", "price_per_kwh": "1.0000"}
+
+
+# -- scaffolding -------------------------------------------------------------------
+
+
+def _tmpdir():
+    name = "/tmp/meter-test-"
+    for b in os.urandom(6):
+        name += "0123456789abcdef"[b >> 4] + "0123456789abcdef"[b & 15]
+    os.mkdir(name)
+    return name
+
+
+def _rmtree(d):
+    for f in os.listdir(d):
+        os.remove(d + "/" + f)
+    os.rmdir(d)
+
+
+def _settings(extra=None):
+    raw = {"tariff": PRICEY, "low_credit": "2.00", "reconnect_min": "1.00"}
+    if extra:
+        raw.update(extra)
+    return Settings(raw)
+
+
+def _app(d, settings, start=MONDAY_NOON, relay_closed=True, balance=None):
+    board = SimBoard(start, d, settings, relay_closed=relay_closed)
+    app = App(board, settings)
+    if balance is not None:
+        app.meter.ledger.balance = balance
+        app.meter.control.after_credit()
+        app.save()
+    return board, app
+
+
+def _run(board, app, until_ms):
+    """Run the app's tasks on the virtual clock until until_ms, then stop them."""
+
+    async def go():
+        tasks = [asyncio.create_task(t) for t in app.tasks()]
+        await board.clock.run(until_ms)
+        for t in tasks:
+            t.cancel()
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(go())
+
+
+class CoilWatch:
+    """Records coil pulses [name, start_ms, end_ms] and any moment both coils are on."""
+
+    def __init__(self, clock, set_pin, reset_pin):
+        self.clock = clock
+        self.pins = (set_pin, reset_pin)
+        self.pulses = []
+        self.both_on = 0
+        set_pin.watchers.append(self._edge)
+        reset_pin.watchers.append(self._edge)
+
+    def _edge(self, pin, v):
+        if self.pins[0].v and self.pins[1].v:
+            self.both_on += 1
+        if v:
+            self.pulses.append([pin.name, self.clock.now, None])
+        else:
+            for p in self.pulses:
+                if p[0] == pin.name and p[2] is None:
+                    p[2] = self.clock.now
+
+    def names(self):
+        return [p[0] for p in self.pulses]
+
+
+class FlakySource:
+    """Wraps the power model; poll() raises while `fail` is set (a bad SPI read)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.fail = False
+        self.mwh = 0
+        self.power_w = 0
+
+    def poll(self):
+        if self.fail:
+            raise OSError(5)
+        self.inner.poll()
+        self.mwh = self.inner.mwh
+        self.power_w = self.inner.power_w
+
+
+# -- the steady-state tick -------------------------------------------------------
+
+
+def _allocates():
+    return [1, 2, 3]
+
+
+def test_step_allocates_nothing_in_the_steady_state():
+    d = _tmpdir()
+    try:
+        s = _settings({"tariff": {"type": "flat", "price_per_kwh": "0.2537"}})
+        board, app = _app(d, s, balance=100000)
+        board.source.set_watts(1500)
+        clock = board.clock
+        for _ in range(50):  # warm-up
+            clock.now += 1000
+            app.step(1000)
+        before = app.meter.ledger.balance
+        if support.MICROPYTHON:
+            import micropython
+
+            bites = False  # check that the lock really catches an allocation
+            micropython.heap_lock()
+            try:
+                _allocates()
+            except MemoryError:
+                bites = True
+            micropython.heap_unlock()
+            assert bites
+            micropython.heap_lock()
+        try:
+            i = 0
+            while i < 1000:
+                clock.now += 1000
+                app.step(1000)
+                i += 1
+        finally:
+            if support.MICROPYTHON:
+                micropython.heap_unlock()
+        led = app.meter.ledger
+        assert app.ticks == 1050
+        assert app.meter.clock.sod == 12 * 3600 + 1050
+        assert led.balance < before
+        assert led.energy_wh * 1000 + led.energy_mwh == board.source.true_mwh == 437500
+        # 437.5 Wh at 0.2537 per kWh, floor to the cent, the rest carried
+        assert led.charged == 437500 * 2537 // 100000000
+        assert led.carry == 437500 * 2537 % 100000000
+    finally:
+        _rmtree(d)
+
+
+def test_step_carries_partial_seconds():
+    d = _tmpdir()
+    try:
+        s = _settings()
+        board, app = _app(d, s, balance=10000)
+        start = app.meter.clock.stamp()
+        for dt in (250, 250, 250, 249, 1, 1003, 333, 333, 334, 997):
+            app.step(dt)
+        assert app.meter.clock.stamp() - start == 4
+        assert app._acc_ms == 0
+    finally:
+        _rmtree(d)
+
+
+# -- relay driving ---------------------------------------------------------------
+
+
+def test_relay_never_both_coils_interval_and_pulse_length():
+    d = _tmpdir()
+    try:
+        s = _settings({"relay_pulse_ms": 80, "relay_min_interval_ms": 5000})
+        board, app = _app(d, s, balance=5)
+        watch = CoilWatch(board.clock, board.set_pin, board.reset_pin)
+        board.source.set_watts(3600)  # 0.1 cent a second: zero at t = 50 s
+        board.clock.at(51000, lambda: app.topup(200))  # soon after the cut
+        _run(board, app, 120000)
+        assert watch.both_on == 0
+        assert board.relay_model.faults == 0
+        assert board.relay_model.short_pulses == 0
+        # boot re-assert (close), cut at zero (open), restore after the top-up (close)
+        assert watch.names() == ["relay_set", "relay_reset", "relay_set"]
+        for name, start, end in watch.pulses:
+            assert end - start == 80
+        cut = watch.pulses[1]
+        assert cut[1] == 50000  # the tick that reached zero
+        restore = watch.pulses[2]
+        gap = restore[1] - cut[2]
+        assert 5000 <= gap < 5000 + 1000
+        assert board.relay_model.closed
+        assert app.board.relay.operations == 3
+        assert app.errors == 0
+        kinds = [e[1] for e in app.meter.log.items]
+        assert ev.DISCONNECT in kinds and ev.RECONNECT in kinds
+    finally:
+        _rmtree(d)
+
+
+def test_relay_driver_waits_and_refuses_overlap():
+    clock = VirtualClock()
+    set_pin, reset_pin = SimPin("relay_set", clock), SimPin("relay_reset", clock)
+    set_pin.value(1)  # whatever the pins held at power-up
+    relay = LatchingRelay(set_pin, reset_pin, clock, pulse_ms=50, min_interval_ms=700)
+    assert set_pin.value() == 0 and reset_pin.value() == 0
+    watch = CoilWatch(clock, set_pin, reset_pin)
+    seen = []
+
+    async def second():
+        seen.append(support.raises(RuntimeError, _start_now, relay))
+
+    async def go():
+        await relay.drive(False)
+        asyncio.create_task(relay.drive(True))
+        await asyncio.sleep(0)
+        await second()
+
+    async def main():
+        t = asyncio.create_task(go())
+        await clock.run(5000)
+        await t
+
+    asyncio.run(main())
+    assert relay.closed is True and relay.operations == 2
+    assert watch.names() == ["relay_reset", "relay_set"]
+    assert watch.pulses[0][1:] == [0, 50]
+    assert watch.pulses[1][1:] == [750, 800]
+    assert watch.both_on == 0
+    assert len(seen) == 1
+
+
+def _start_now(relay):
+    """Run drive() up to its first await: raises at once if the relay is busy."""
+    co = relay.drive(True)
+    try:
+        co.send(None)
+    finally:
+        co.close()
+
+
+# -- journaling -----------------------------------------------------------------
+
+
+def test_topup_is_journaled_before_it_returns():
+    d = _tmpdir()
+    try:
+        s = _settings()
+        board, app = _app(d, s, balance=150)
+        saves = board.store.saves
+        assert app.topup(1234) == 1384
+        assert board.store.saves == saves + 1
+        got = StateFile(d, N).load()
+        assert got is not None
+        assert got[BALANCE] == 1384
+        assert got[STATE_FIELDS.index("credited")] == 1234
+    finally:
+        _rmtree(d)
+
+
+def _reboot_after(d, s, relay_closed):
+    """A new board and App on the same state directory: what a power cut leaves."""
+    board = SimBoard((2026, 1, 5, 15 * 3600), d, s, relay_closed=relay_closed)
+    watch = CoilWatch(board.clock, board.set_pin, board.reset_pin)
+    return board, App(board, s), watch
+
+
+def test_reboot_restores_state_and_reasserts_an_open_relay():
+    d = _tmpdir()
+    try:
+        s = _settings({"tariff": {"type": "flat", "price_per_kwh": "0.3333"}})
+        board, app = _app(d, s, balance=20)
+        board.source.set_watts(2345)
+        _run(board, app, 1200000)
+        assert not board.relay_model.closed  # ran out of credit
+        assert app.meter.control.control_state == policy.DISCONNECTED
+        saved = StateFile(d, N).load()
+        assert saved[CONTROL] == policy.DISCONNECTED
+        assert saved[CARRY] != 0
+        b2, app2, watch = _reboot_after(d, s, relay_closed=False)
+        assert app2.meter.snapshot()[1:] == tuple(saved[1:])
+        assert app2.meter.ledger.balance == saved[BALANCE]
+        assert app2.meter.ledger.carry == saved[CARRY]
+        boots = [e for e in app2.meter.log.items if e[1] == ev.BOOT]
+        assert len(boots) == 1 and boots[0][3] == 1
+        b2.source.set_watts(2345)
+        _run(b2, app2, 10000)
+        assert watch.names() == ["relay_reset"]  # same direction as the journal
+        assert not b2.relay_model.closed
+        assert b2.source.true_mwh == 0
+        assert app2.meter.control.control_state == policy.DISCONNECTED
+    finally:
+        _rmtree(d)
+
+
+def test_reboot_reasserts_a_closed_relay_without_flipping():
+    d = _tmpdir()
+    try:
+        s = _settings()
+        board, app = _app(d, s, balance=5000)
+        board.source.set_watts(1000)
+        _run(board, app, 30000)
+        app.save()
+        b2, app2, watch = _reboot_after(d, s, relay_closed=True)
+        assert app2.meter.ledger.balance == app.meter.ledger.balance
+        assert app2.meter.ledger.carry == app.meter.ledger.carry
+        assert app2.meter.relay_closed()
+        _run(b2, app2, 10000)
+        assert watch.names() == ["relay_set"]
+        assert b2.relay_model.closed
+        assert b2.relay_model.faults == 0
+    finally:
+        _rmtree(d)
+
+
+def test_reboot_completes_a_cut_the_power_failure_interrupted():
+    # The journal says open (saved before the coil moved), the contacts are still closed.
+    d = _tmpdir()
+    try:
+        s = _settings()
+        board, app = _app(d, s, balance=1)
+        board.source.set_watts(3600)
+        board.clock.now += 10000
+        app.step(10000)  # a big tick: zero reached
+        assert app.meter.control.control_state == policy.DISCONNECTED
+        app.save()
+        b2, app2, watch = _reboot_after(d, s, relay_closed=True)
+        _run(b2, app2, 5000)
+        assert watch.names() == ["relay_reset"]
+        assert not b2.relay_model.closed
+    finally:
+        _rmtree(d)
+
+
+# -- faults ---------------------------------------------------------------------
+
+
+def test_energy_source_fault_does_not_stop_metering():
+    d = _tmpdir()
+    try:
+        s = _settings({"standing_charge_per_day": "8.64"})
+        board, app = _app(d, s, balance=100000)
+        src = FlakySource(board.source)
+        board.source = src
+        start = app.meter.clock.stamp()
+        mid = []
+
+        def fault(on):
+            src.fail = on
+            mid.append((app.meter.ledger.charged, app.ticks))
+
+        board.clock.at(0, lambda: src.inner.set_watts(3600))
+        board.clock.at(10000, lambda: fault(True))
+        board.clock.at(20000, lambda: fault(False))
+        _run(board, app, 600000)
+        assert app.errors == 10
+        assert mid[1][1] == mid[0][1]  # no tick completed during the fault
+        assert app.ticks == 590
+        assert app.ticks > mid[1][1]  # the task carried on
+        led = app.meter.ledger
+        assert led.charged > mid[1][0]
+        # nothing lost: the clock kept time, energy and standing charge are complete
+        assert app.meter.clock.stamp() - start == 600
+        assert led.energy_wh * 1000 + led.energy_mwh == src.inner.true_mwh == 600000
+        assert led.charged == 60 + 6  # 600 Wh at 1.00/kWh + 600 s of 8.64 a day
+    finally:
+        _rmtree(d)
+
+
+# -- the state file -------------------------------------------------------------
+
+
+def _fields(n):
+    return tuple(n * 1000 + i - 7 for i in range(N))
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_statefile_round_trip_and_alternation():
+    d = _tmpdir()
+    try:
+        sf = StateFile(d, N)
+        assert sf.load() is None
+        for n in range(1, 6):
+            sf.save(_fields(n))
+            got = StateFile(d, N).load()
+            assert tuple(got) == _fields(n)
+        a, b = _read(sf.paths[0]), _read(sf.paths[1])
+        assert record.unpack(a, N)[1] == _fields(4) or record.unpack(b, N)[1] == _fields(4)
+        assert len(a) == len(b) == record.size(N)
+    finally:
+        _rmtree(d)
+
+
+def test_statefile_torn_or_corrupt_newest_falls_back():
+    d = _tmpdir()
+    try:
+        sf = StateFile(d, N)
+        sf.save(_fields(1))
+        sf.save(_fields(2))
+        sf.save(_fields(3))
+        newest = sf.paths[sf.slot]
+        older = sf.paths[sf.slot ^ 1]
+        good = _read(newest)
+        _write(newest, good[: len(good) // 2])  # torn
+        sf2 = StateFile(d, N)
+        assert tuple(sf2.load()) == _fields(2)
+        bad = bytearray(good)
+        bad[20] ^= 0x04  # one flipped bit in a field
+        _write(newest, bad)
+        sf3 = StateFile(d, N)
+        assert tuple(sf3.load()) == _fields(2)
+        # the next save goes over the damaged slot, never over the good one
+        kept = _read(older)
+        sf3.save(_fields(4))
+        assert _read(older) == kept
+        assert tuple(StateFile(d, N).load()) == _fields(4)
+        _write(older, b"")
+        _write(newest, b"\xff" * record.size(N))  # erased flash
+        assert StateFile(d, N).load() is None
+    finally:
+        _rmtree(d)
+
+
+def test_statefile_sequence_wrap():
+    d = _tmpdir()
+    try:
+        sf = StateFile(d, N)
+        sf.seq = 0xFFFFFFFE
+        sf.save(_fields(1))  # seq 0xFFFFFFFF
+        sf.save(_fields(2))  # seq 0: wrapped, still the newer
+        sf2 = StateFile(d, N)
+        assert tuple(sf2.load()) == _fields(2)
+        assert sf2.seq == 0
+        sf2.save(_fields(3))
+        sf3 = StateFile(d, N)
+        assert tuple(sf3.load()) == _fields(3) and sf3.seq == 1
+    finally:
+        _rmtree(d)
+
+
+def test_record_detects_every_single_byte_error():
+    buf = record.pack(77, _fields(9))
+    assert record.unpack(buf, N) == (77, _fields(9))
+    assert record.unpack(buf, N + 1) is None
+    assert record.unpack(buf[:-1], N) is None
+    for i in range(len(buf)):
+        bad = bytearray(buf)
+        bad[i] ^= 0xA5
+        assert record.unpack(bad, N) is None
