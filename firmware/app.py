@@ -44,6 +44,8 @@ class App:
         if state is not None:
             self.meter.restore(state)
         self.meter.log.listeners.append(self._on_event)
+        if hasattr(board.source, "on_event"):  # the metering chip reports its faults
+            board.source.on_event = self._source_event
         self.meter.log.emit(
             self.meter.clock.stamp(), ev.BOOT, self.meter.ledger.balance, 1 if state else 0
         )
@@ -79,6 +81,10 @@ class App:
             >= s.persist_s * 1000
         ):
             self._persist_flag.set()
+
+    def _source_event(self, kind, detail):
+        m = self.meter
+        m.log.emit(m.clock.stamp(), kind, m.ledger.balance, detail)
 
     def _on_event(self, stamp, kind, balance, value):
         if kind != ev.BOOT:

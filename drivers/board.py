@@ -1,0 +1,76 @@
+"""The ESP32 board: maps pins and buses to drivers. The only module that imports machine.
+
+`Board(pins)` takes the "board" section of the settings file (every key optional):
+
+    {"spi": 2, "sck": 18, "mosi": 23, "miso": 19, "cs": 5, "spi_hz": 115200,
+     "relay_set": 25, "relay_reset": 26, "led": 2, "buzzer": 4,
+     "meter_constant": 3200, "max_w": 30000}
+
+These defaults are a generic ESP32 DevKit wiring (VSPI for the ATM90E26, which must be
+isolated from the MCU where its ground is tied to the phase). The board object gives
+the app what firmware/app.py documents: clock, local_time(), source (the metering
+chip), relay, store, indicator.
+"""
+
+import time
+
+import machine
+
+from drivers.atm90e26 import ATM90E26
+from drivers.indicator import Indicator
+from drivers.relay import LatchingRelay
+
+DEFAULT_PINS = {
+    "spi": 2,
+    "sck": 18,
+    "mosi": 23,
+    "miso": 19,
+    "cs": 5,
+    "spi_hz": 115200,
+    "relay_set": 25,
+    "relay_reset": 26,
+    "led": 2,
+    "buzzer": 4,
+    "meter_constant": 3200,
+    "max_w": 30000,
+}
+
+
+class Board:
+    def __init__(self, pins, store, clock, calibration=None, relay_pulse_ms=80, relay_min_ms=1000):
+        p = dict(DEFAULT_PINS)
+        p.update(pins or {})
+        Pin = machine.Pin
+        self.clock = clock
+        self.store = store
+        spi = machine.SPI(
+            p["spi"],
+            baudrate=p["spi_hz"],
+            polarity=1,
+            phase=1,
+            sck=Pin(p["sck"]),
+            mosi=Pin(p["mosi"]),
+            miso=Pin(p["miso"]),
+        )
+        self.source = ATM90E26(
+            spi,
+            Pin(p["cs"], Pin.OUT, value=1),
+            calibration=calibration,
+            mc=p["meter_constant"],
+            max_w=p["max_w"],
+            clock=clock,
+        )
+        self.relay = LatchingRelay(
+            Pin(p["relay_set"], Pin.OUT, value=0),
+            Pin(p["relay_reset"], Pin.OUT, value=0),
+            clock,
+            pulse_ms=relay_pulse_ms,
+            min_interval_ms=relay_min_ms,
+        )
+        self.indicator = Indicator(
+            clock, led=Pin(p["led"], Pin.OUT, value=0), buzzer=Pin(p["buzzer"], Pin.OUT, value=0)
+        )
+
+    def local_time(self):
+        y, m, d, hh, mm, ss = time.localtime()[:6]
+        return y, m, d, hh * 3600 + mm * 60 + ss
