@@ -195,6 +195,8 @@ class ATM90E26:
         self._rx = bytearray(3)
         self.transfers = 0
         self.ok = False
+        self.started = False  # False: never started; None: lost; True: running
+        self.last_error = ""
         self.faults = 0
         self.reinits = 0
         self.fwd_mwh = 0  # lifetime forward (import) energy, mWh
@@ -252,7 +254,9 @@ class ATM90E26:
         calstart = self.read(_CALSTART)
         if funcen != _FUNCEN_RESET or calstart != _IDLE:
             # all ones / all zeros / anything else: no chip answering with its reset values
-            raise ChipError("no ATM90E26 answering (FuncEn %04XH CalStart %04XH)" % (funcen, calstart))
+            raise ChipError(
+                "no ATM90E26 answering (FuncEn %04XH CalStart %04XH)" % (funcen, calstart)
+            )
         cal = self.cal
         self.write(_FUNCEN, cal["FuncEn"])
         self.write(_SAGTH, cal["SagTh"])
@@ -284,15 +288,21 @@ class ATM90E26:
         self.write(cs_reg, cs)
 
     def recover(self):
-        """Reset and reload after a fault; True when the chip is back."""
-        self.reinits += 1
+        """Start the chip, or reset and reload it after a fault; True when it runs."""
+        first = self.started is False
+        if not first:
+            self.reinits += 1
         try:
             self.begin()
         except (ChipError, OSError) as e:
-            self._event(EV_ABSENT, 0)
             self.last_error = str(e)
+            if first or self.started:  # report the loss once, not every retry
+                self._event(EV_ABSENT, 0)
+                self.started = None
             return False
-        self._event(EV_RECOVERED, self.reinits)
+        if not first:
+            self._event(EV_RECOVERED, self.reinits)
+        self.started = True
         return True
 
     # -- the metering tick ------------------------------------------------------

@@ -56,7 +56,7 @@ def _settings(extra=None):
 
 
 def _app(d, settings, start=MONDAY_NOON, relay_closed=True, balance=None):
-    board = SimBoard(start, d, settings, relay_closed=relay_closed)
+    board = SimBoard(start, d, settings, relay_closed=relay_closed, meter="ideal")
     app = App(board, settings)
     if balance is not None:
         app.meter.ledger.balance = balance
@@ -281,7 +281,7 @@ def test_topup_is_journaled_before_it_returns():
 
 def _reboot_after(d, s, relay_closed):
     """A new board and App on the same state directory: what a power cut leaves."""
-    board = SimBoard((2026, 1, 5, 15 * 3600), d, s, relay_closed=relay_closed)
+    board = SimBoard((2026, 1, 5, 15 * 3600), d, s, relay_closed=relay_closed, meter="ideal")
     watch = CoilWatch(board.clock, board.set_pin, board.reset_pin)
     return board, App(board, s), watch
 

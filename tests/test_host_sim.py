@@ -63,7 +63,19 @@ BAD = [
     ("month 13 in start", _with(start="2026-13-01T00:00:00"), "start"),
     ("missing duration_s", json.dumps({"start": BASE["start"]}), "duration_s"),
     ("load not a list", _with(load={"at_s": 0, "watts": 100}), "load"),
-    ("fractional watts", _with(load=[{"at_s": 0, "watts": 1.5}]), "load[0].watts"),
+    (
+        "fractional watts, ideal",
+        _with(meter="ideal", load=[{"at_s": 0, "watts": 1.5}]),
+        "load[0].watts",
+    ),
+    (
+        "volts with the ideal meter",
+        _with(meter="ideal", load=[{"at_s": 0, "volts": 230, "amps": 1}]),
+        "load[0]",
+    ),
+    ("amps out of range", _with(load=[{"at_s": 0, "volts": 230, "amps": 500}]), "load[0].amps"),
+    ("unknown fault", _with(faults=[{"at_s": 0, "fault": "gremlins"}]), "faults[0].fault"),
+    ("unknown meter", _with(meter="analog"), "meter"),
     ("negative top-up", _with(topups=[{"at_s": 5, "amount": "-1.00"}]), "topups[0].amount"),
     ("top-up after the end", _with(topups=[{"at_s": 61, "amount": "1.00"}]), "topups[0].at_s"),
     ("unknown key", _with(colour="blue"), "colour"),
@@ -96,6 +108,7 @@ def test_bad_scenario_raises_scenario_error_from_host_run():
 # -- a good run through the command line ---------------------------------------------
 
 GOOD = {
+    "meter": "ideal",  # exact mWh: the chip's own resolution is tested in test_host_sim_chip
     "start": "2026-01-05T10:00:00",
     "duration_s": 7200,
     "step_s": 1,
@@ -168,6 +181,7 @@ def test_summary_prints_the_events_and_the_final_state(tmp_path):
 
 PRICE = 3600  # 0.3600 per kWh in price units (1/100 cent)
 ZERO = {
+    "meter": "ideal",
     "start": "2026-01-05T12:00:00",
     "duration_s": 1500,
     "step_s": 1,
@@ -255,6 +269,7 @@ def test_energy_stops_while_the_relay_is_open(zero_report):
 
 def test_sim_energy_equals_true_energy_under_a_varying_load():
     sc = {
+        "meter": "ideal",
         "start": "2026-01-10T21:00:00",  # Saturday evening into Sunday
         "duration_s": 4 * 3600,
         "step_s": 3,

@@ -1,20 +1,24 @@
 """The simulated board: the same object shape the firmware's app gets on an ESP32.
 
-Clock is virtual, relay coils drive the relay model, the energy source is the power
-model, the state is kept by the firmware's own StateFile in a host directory.
+Clock is virtual, relay coils drive the relay model, the energy source is the real
+ATM90E26 driver talking SPI to the chip model (or, with meter="ideal", an exact power
+model for billing tests), the state is kept by the firmware's own StateFile.
 """
 
+from drivers.atm90e26 import ATM90E26
 from drivers.indicator import Indicator
 from drivers.relay import LatchingRelay
 from firmware.meter import STATE_FIELDS
 from firmware.statefile import StateFile
+from tools.sim.atm90e26 import ATM90E26Model
 from tools.sim.hw import LatchingRelayModel, SimPin
+from tools.sim.mains import Mains
 from tools.sim.power import PowerSource
 from tools.sim.vclock import VirtualClock
 
 
 class SimBoard:
-    def __init__(self, start, state_dir, settings, relay_closed=True):
+    def __init__(self, start, state_dir, settings, relay_closed=True, meter="chip", mc=3200):
         self.clock = VirtualClock()
         self._start = start  # (y, m, d, sod) at virtual time 0
         self.set_pin = SimPin("relay_set", self.clock)
@@ -22,7 +26,13 @@ class SimBoard:
         self.relay_model = LatchingRelayModel(
             self.clock, self.set_pin, self.reset_pin, closed=relay_closed
         )
-        self.source = PowerSource(self.clock, self.relay_model)
+        if meter == "chip":  # the ATM90E26 driver on the chip model, fed by the mains
+            self.chip = ATM90E26Model(self.clock, mc=mc)
+            self.mains = Mains(self.chip, self.relay_model)
+            self.source = ATM90E26(self.chip.spi, self.chip.cs, mc=mc, clock=self.clock)
+        else:  # an ideal energy source: exact mWh, for billing tests
+            self.chip = None
+            self.mains = self.source = PowerSource(self.clock, self.relay_model)
         self.relay = LatchingRelay(
             self.set_pin,
             self.reset_pin,

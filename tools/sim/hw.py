@@ -46,6 +46,7 @@ class LatchingRelayModel:
         self.operations = 0
         self.short_pulses = 0
         self.before_change = None  # callable run just before the contacts move
+        self.after_change = None  # callable run once they have moved
         self._since = {}
         set_pin.watchers.append(self._coil)
         reset_pin.watchers.append(self._coil)
@@ -68,3 +69,5 @@ class LatchingRelayModel:
             if self.before_change is not None:
                 self.before_change()
             self.closed = want
+            if self.after_change is not None:
+                self.after_change()

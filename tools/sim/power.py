@@ -1,4 +1,4 @@
-"""A simple household power model as the meter's energy source.
+"""An ideal energy source: exact mWh from a power step function (billing tests).
 
 The load is a step function of true watts drawn while the relay contacts are closed
 (zero when open). Energy is integrated exactly in watt-milliseconds over virtual time
@@ -23,6 +23,9 @@ class PowerSource:
     def set_watts(self, watts):
         self.integrate()
         self.watts = watts
+
+    def watts_now(self):
+        return self.watts if self.relay.closed else 0
 
     def integrate(self):
         now = self.clock.now

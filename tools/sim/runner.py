@@ -21,11 +21,36 @@ def out(obj):
     sys.stdout.write("\n")
 
 
+def inject(chip, what):
+    """Scenario fault steps on the chip model."""
+    if chip is None:
+        raise ValueError("faults need the chip meter")
+    if what == "absent_high":
+        chip.absent = "high"
+    elif what == "absent_low":
+        chip.absent = "low"
+    elif what == "present":
+        chip.absent = None
+    elif what == "miso_flip":
+        chip.miso_flip(1)
+    elif what == "chip_reset":
+        chip.reset()
+    elif what == "corrupt_cs":
+        chip.corrupt(0x23, chip.peek(0x23) ^ 0x0100)  # ESD flips a bit of Lgain
+
+
 def main(path):
     with open(path) as f:
         sc = json.load(f)
     settings = Settings(sc["settings"])
-    board = SimBoard(tuple(sc["start"]), sc["state_dir"], settings, sc.get("relay_closed", True))
+    board = SimBoard(
+        tuple(sc["start"]),
+        sc["state_dir"],
+        settings,
+        sc.get("relay_closed", True),
+        meter=sc.get("meter", "chip"),
+        mc=sc.get("meter_constant", 3200),
+    )
     if sc.get("fresh", True):
         board.store.erase()
     app = App(board, settings, tick_ms=sc["step_s"] * 1000)
@@ -40,8 +65,17 @@ def main(path):
         meter.ledger.debt = sc.get("debt", 0)
         meter.control.after_credit()
         app.save()
-    for at_s, watts in sc["load"]:
-        clock.at(at_s * 1000, lambda w=watts: board.source.set_watts(w))
+    mains = board.mains
+    for at_s, volts, amps, pf, amps_n, watts in sc["load"]:
+        if board.chip is None:
+            clock.at(at_s * 1000, lambda w=watts: mains.set_watts(w))
+        else:
+            clock.at(
+                at_s * 1000,
+                lambda v=volts, a=amps, p=pf, n=amps_n: mains.set_load(v, a, p, amps_n=n),
+            )
+    for at_s, what in sc.get("faults", []):
+        clock.at(at_s * 1000, lambda w=what: inject(board.chip, w))
     answers = []
     for at_s, amount in sc["topups"]:
         clock.at(at_s * 1000, lambda a=amount, t=at_s: answers.append([t, app.topup(a)]))
@@ -66,7 +100,7 @@ def main(path):
             {
                 "s": [
                     t_s,
-                    board.source.watts if board.relay_model.closed else 0,
+                    mains.watts_now(),
                     meter.ledger.balance,
                     1 if board.relay_model.closed else 0,
                     meter.control.credit_status(),
@@ -84,7 +118,12 @@ def main(path):
         await clock.run(sc["duration_s"] * 1000)
 
     asyncio.run(go())
-    board.source.integrate()
+    if board.chip is None:
+        board.source.integrate()
+        true_mwh = board.source.true_mwh
+    else:
+        board.chip._advance()  # integrate the chip model up to the end
+        true_mwh = int(board.chip.true_wh_forward * 1000 + 0.5)
     led = meter.ledger
     out(
         {
@@ -93,7 +132,9 @@ def main(path):
                 "carry": led.carry,
                 "debt": led.debt,
                 "energy_mwh": led.energy_wh * 1000 + led.energy_mwh,
-                "true_mwh": board.source.true_mwh,
+                "true_mwh": true_mwh,
+                "meter_faults": getattr(board.source, "faults", 0),
+                "spi_transfers": board.chip.transfers if board.chip else 0,
                 "credited": led.credited,
                 "charged": led.charged,
                 "recovered": led.recovered,

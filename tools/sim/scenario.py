@@ -1,7 +1,7 @@
 """Scenario files: validation with one-line errors naming the field, and normalisation.
 
 A scenario holds the simulation's own keys (start, duration_s, step_s, balance, debt,
-load, topups, actions, relay_closed) and, beside them, any meter setting
+load, topups, actions, faults, relay_closed, meter) and, beside them, any meter setting
 (firmware/settings.py), validated by the firmware's own schema. `normalise()` turns
 the decimal strings into the integers the MicroPython runner uses.
 """
@@ -11,8 +11,10 @@ from firmware.settings import Settings
 from firmware.wallclock import parse_datetime
 
 SIM_KEYS = ("start", "duration_s", "step_s", "balance", "debt", "load", "topups", "actions")
-SIM_KEYS += ("relay_closed", "series_s")
+SIM_KEYS += ("relay_closed", "series_s", "faults", "meter", "meter_constant")
 ACTIONS = ("button", "emergency_credit", "clear_lockout")
+FAULTS = ("absent_high", "absent_low", "present", "miso_flip", "chip_reset", "corrupt_cs")
+METERS = ("chip", "ideal")
 
 
 class ScenarioError(ValueError):
@@ -71,13 +73,41 @@ def normalise(sc):
             raise ScenarioError(f + ": must be above zero")
         return n
 
-    def watts(v, f):
-        if isinstance(v, bool) or not isinstance(v, (int, str)):
-            raise ScenarioError(f + ": expected whole watts, got " + repr(v))
-        try:
-            return money.parse_decimal(v, 0, f)
-        except ValueError as e:
-            raise ScenarioError(str(e))
+    def number(item, key, f, lo, hi, default=None):
+        v = item.get(key, default)
+        if v is None:
+            raise ScenarioError(f + "." + key + ": missing")
+        if isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                v = None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ScenarioError(f + "." + key + ": expected a number, got " + repr(item[key]))
+        if not lo <= v <= hi:
+            raise ScenarioError(f + "." + key + ": must be between %s and %s" % (lo, hi))
+        return v
+
+    def load_step(i, item):
+        """[at_s, volts, amps, pf, amps_n or None] from {watts} or {volts, amps, pf, amps_n}."""
+        f = "load[" + str(i) + "]"
+        if "watts" in item:
+            w = number(item, "watts", f, 0, 100000)
+            if meter == "ideal" and w != int(w):
+                raise ScenarioError(f + ".watts: whole watts with the ideal meter")
+            return [item["at_s"], 230.0, w / 230.0, 1.0, None, int(w)]
+        if meter == "ideal":
+            raise ScenarioError(f + ": the ideal meter takes watts steps only")
+        volts = number(item, "volts", f, 0, 400)
+        amps = number(item, "amps", f, 0, 100)
+        pf = number(item, "pf", f, -1, 1, default=1.0)
+        amps_n = number(item, "amps_n", f, 0, 100) if "amps_n" in item else None
+        return [item["at_s"], volts, amps, pf, amps_n, int(volts * amps * pf)]
+
+    def fault(v, f):
+        if v not in FAULTS:
+            raise ScenarioError(f + ": unknown fault " + repr(v) + " (" + ", ".join(FAULTS) + ")")
+        return v
 
     def action(v, f):
         if v not in ACTIONS:
@@ -86,6 +116,19 @@ def normalise(sc):
             )
         return v
 
+    meter = sc.get("meter", "chip")
+    if meter not in METERS:
+        raise ScenarioError("meter: expected 'chip' or 'ideal', got " + repr(meter))
+    mc = _int(sc, "meter_constant", 100, 100000, default=3200)
+    loads = sc.get("load", [])
+    if not isinstance(loads, list):
+        raise ScenarioError("load: expected a list")
+    steps = []
+    for i, item in enumerate(loads):
+        if not isinstance(item, dict):
+            raise ScenarioError("load[" + str(i) + "]: expected an object")
+        _int(item, "at_s", 0, duration, field="load[" + str(i) + "].at_s")
+        steps.append(load_step(i, item))
     relay_closed = sc.get("relay_closed", True)
     if not isinstance(relay_closed, bool):
         raise ScenarioError("relay_closed: expected true or false")
@@ -98,7 +141,10 @@ def normalise(sc):
         "series_s": series,
         "balance": amount(sc.get("balance", "0"), "balance", allow_negative=True),
         "debt": amount(sc.get("debt", "0"), "debt"),
-        "load": _steps(sc, "load", "watts", duration, watts),
+        "load": steps,
+        "meter": meter,
+        "meter_constant": mc,
+        "faults": _steps(sc, "faults", "fault", duration, fault),
         "topups": _steps(
             sc, "topups", "amount", duration, lambda v, f: amount(v, f, positive=True)
         ),
