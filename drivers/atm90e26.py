@@ -287,22 +287,43 @@ class ATM90E26:
             raise ChipError("%s block not held: CS %04XH, chip %04XH" % (block[0][0], cs, chip))
         self.write(cs_reg, cs)
 
+    def start(self):
+        """Start metering at boot (the app calls it once); False if the chip is absent:
+        `poll()` keeps trying."""
+        return self.recover()
+
     def recover(self):
         """Start the chip, or reset and reload it after a fault; True when it runs."""
-        first = self.started is False
+        first = not self.reinits and self.started is False
         if not first:
             self.reinits += 1
         try:
-            self.begin()
+            if first or not self._resume():
+                self.begin()
         except (ChipError, OSError) as e:
             self.last_error = str(e)
-            if first or self.started:  # report the loss once, not every retry
+            if first:  # absent at start-up (a later loss was reported by the poll)
                 self._event(EV_ABSENT, 0)
-                self.started = None
+            self.started = None
             return False
         if not first:
             self._event(EV_RECOVERED, self.reinits)
         self.started = True
+        return True
+
+    def _resume(self):
+        """After a bus fault: carry on without a reset if the chip kept its setup.
+
+        The chip meters on while the bus is down; a reset would throw away the energy
+        its registers hold, so it is reset only when its configuration is gone.
+        """
+        if self.read(_FUNCEN) != self.cal["FuncEn"]:
+            return False
+        if self.read(_CALSTART) != _START_CHECKED or self.read(_ADJSTART) != _START_CHECKED:
+            return False
+        if self.read(_SYSSTATUS) & (_CALERR | _ADJERR):
+            return False
+        self.ok = True
         return True
 
     # -- the metering tick ------------------------------------------------------
@@ -314,7 +335,6 @@ class ATM90E26:
             self.power_w = 0
             if not self.recover():
                 return
-            now = self._last_ms
         try:
             if not self._healthy():
                 self.power_w = 0

@@ -3,7 +3,8 @@
 The board object (real pins in the board module, simulated in tools/sim) provides:
   clock        ticks_ms(), ticks_diff(a, b), async sleep_ms(ms)
   local_time() (year, month, day, second_of_day) of local time now
-  source       energy source: poll() sets .mwh (energy since the last poll) and .power_w
+  source       energy source: poll() sets .mwh (energy since the last poll) and .power_w;
+               optional start() (called once) and on_event(kind, detail) (set by the app)
   relay        drivers.relay.LatchingRelay
   store        load() -> state fields or None; save(fields)
   indicator    drivers.indicator.Indicator or None
@@ -46,6 +47,8 @@ class App:
         self.meter.log.listeners.append(self._on_event)
         if hasattr(board.source, "on_event"):  # the metering chip reports its faults
             board.source.on_event = self._source_event
+        if hasattr(board.source, "start"):  # metering starts with the meter
+            board.source.start()
         self.meter.log.emit(
             self.meter.clock.stamp(), ev.BOOT, self.meter.ledger.balance, 1 if state else 0
         )

@@ -1,7 +1,7 @@
 """MicroPython side of tools/bench.py: the metering tick's cost and allocation.
 
 Usage: micropython tools/bench_mpy.py -> one JSON line.
-Builds the real App on the simulated board (power model energy source, TOU tariff,
+Builds the real App on the simulated board (ideal energy source, TOU tariff,
 friendly windows, standing charge, max-power limiter all active) and measures
 `App.step()`, the body of the metering task: poll the energy source, bill, run credit
 control, decide relay and persistence.
@@ -20,7 +20,7 @@ from tools.sim.board import SimBoard
 N = 5000
 
 
-def build():
+def build(meter="ideal"):
     settings = Settings(
         {
             "tariff": {
@@ -38,11 +38,11 @@ def build():
             "persist_s": 86400,
         }
     )
-    board = SimBoard((2026, 1, 5, 0), "/tmp", settings)
+    board = SimBoard((2026, 1, 5, 0), "/tmp", settings, meter=meter)
     board.store.erase()
     app = App(board, settings)
     app.meter.ledger.balance = 100000000
-    board.source.set_watts(2300)
+    board.mains.set_watts(2300)
     board.relay.closed = True  # as after the boot-time re-assert
     return board, app
 
@@ -77,6 +77,22 @@ def main():
     except MemoryError:
         locked_ok = False
     micropython.heap_unlock()
+    # The same tick reading the ATM90E26 driver over SPI from the chip model (the model's
+    # own cost is included: on the board it is the SPI bus time instead).
+    board, app = build("chip")
+    clock = board.clock
+    for _ in range(100):
+        clock.now += 1000
+        app.step(1000)
+    chip_samples = []
+    t0 = board.chip.transfers
+    for _ in range(1000):
+        clock.now += 1000
+        t = time.ticks_us()
+        app.step(1000)
+        chip_samples.append(time.ticks_diff(time.ticks_us(), t))
+    per_tick = (board.chip.transfers - t0) / 1000
+    chip_samples.sort()
     print(
         json.dumps(
             {
@@ -84,6 +100,10 @@ def main():
                 "tick_us_p99": samples[N * 99 // 100],
                 "tick_alloc_bytes": alloc,
                 "tick_heap_locked_ok": locked_ok,
+                "tick_us_chip_model": chip_samples[500],
+                "spi_transfers_per_tick": per_tick,
+                # 24 clocks per transfer at the board's 115200 Hz SPI clock
+                "spi_bus_us_per_tick": int(per_tick * 24 * 1000000 // 115200),
             }
         )
     )

@@ -107,6 +107,7 @@ def run(scenario, progress=None, heap="512wk", timeout=3600):
             "charged": format_decimal(final["charged"], d),
             "recovered": format_decimal(final["recovered"], d),
             "true_energy_wh": format_decimal(final["true_mwh"], 3),
+            "chip_lost_energy_wh": format_decimal(final["lost_mwh"], 3),
             "relay_operations": final["relay_operations"],
             "relay_faults": final["relay_faults"],
             "ticks": final["ticks"],

@@ -121,9 +121,11 @@ def main(path):
     if board.chip is None:
         board.source.integrate()
         true_mwh = board.source.true_mwh
+        lost_mwh = 0
     else:
         board.chip._advance()  # integrate the chip model up to the end
         true_mwh = int(board.chip.true_wh_forward * 1000 + 0.5)
+        lost_mwh = int(board.chip.wh_lost_forward * 1000 + 0.5)
     led = meter.ledger
     out(
         {
@@ -133,6 +135,7 @@ def main(path):
                 "debt": led.debt,
                 "energy_mwh": led.energy_wh * 1000 + led.energy_mwh,
                 "true_mwh": true_mwh,
+                "lost_mwh": lost_mwh,
                 "meter_faults": getattr(board.source, "faults", 0),
                 "spi_transfers": board.chip.transfers if board.chip else 0,
                 "credited": led.credited,
