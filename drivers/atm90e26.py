@@ -199,14 +199,19 @@ class ATM90E26:
         self.last_error = ""
         self.faults = 0
         self.reinits = 0
-        self.fwd_mwh = 0  # lifetime forward (import) energy, mWh
-        self.rev_mwh = 0  # lifetime reverse (export) energy, mWh
+        # lifetime forward (import) and reverse (export) energy as Wh + mWh, so the
+        # counters stay 31-bit small ints on the ESP32 (no allocation in poll())
+        self.fwd_wh = 0
+        self._fwd_m = 0
+        self.rev_wh = 0
+        self._rev_m = 0
         self._fwd_rem = 0  # raw x 100000 remainders below one mWh (modulo mc)
         self._rev_rem = 0
         self.mwh = 0  # forward energy read by the last poll (what the meter bills)
         self.power_w = 0
         self.line_n = False  # anti-tamper: the chip meters the neutral line
         self.reverse = False
+        self._lnchange = False
         self._last_ms = None
         self._bad = 0  # consecutive failed polls
 
@@ -273,6 +278,7 @@ class ATM90E26:
             )
         self._last_ms = self._now()
         self.ok = True
+        self.started = True  # a later recover() is a recovery, also after a bare begin()
 
     def _load_block(self, start_reg, block, cs_reg):
         cal = self.cal
@@ -340,10 +346,11 @@ class ATM90E26:
                 self.power_w = 0
                 self.recover()
                 return
-            fwd = self.read(_APENERGY)
-            rev = self.read(_ANENERGY)
             power = signed16(self.read(_PMEAN))
             en = self.read(_ENSTATUS)
+            # the read-clear energy last: a later failed read would throw it away
+            fwd = self.read(_APENERGY)
+            rev = self.read(_ANENERGY)
         except ChipError:
             self.faults += 1
             self.power_w = 0
@@ -364,13 +371,21 @@ class ATM90E26:
             acc = self._fwd_rem + fwd * 100000
             q = acc // self.mc
             self._fwd_rem = acc - q * self.mc
-            self.fwd_mwh += q
+            m = self._fwd_m + q
+            if m >= 1000:
+                self.fwd_wh += m // 1000
+                m %= 1000
+            self._fwd_m = m
             self.mwh = q
         if rev:
             acc = self._rev_rem + rev * 100000
             q = acc // self.mc
             self._rev_rem = acc - q * self.mc
-            self.rev_mwh += q
+            m = self._rev_m + q
+            if m >= 1000:
+                self.rev_wh += m // 1000
+                m %= 1000
+            self._rev_m = m
             if not self.reverse:
                 self.reverse = True
                 self._event(EV_REVERSE, q)
@@ -381,6 +396,8 @@ class ATM90E26:
             self.line_n = line_n
             if line_n:
                 self._event(EV_TAMPER, 1)
+        elif self._lnchange and not line_n:
+            self._event(EV_TAMPER, 0)  # to N and back to L between two polls
         self.power_w = power if power > 0 else 0
 
     def _healthy(self):
@@ -397,8 +414,7 @@ class ATM90E26:
             self.faults += 1
             self._event(EV_CHECKSUM, status)
             return False
-        if status & _LNCHANGE and not self.line_n:
-            self._event(EV_TAMPER, 0)
+        self._lnchange = bool(status & _LNCHANGE)  # judged once EnStatus is read
         return True
 
     def _max_raw(self, dt_ms):
@@ -407,6 +423,15 @@ class ATM90E26:
             dt_ms = 0
         mwh = self.max_w * (dt_ms + 1000) // 3600  # at least a second's worth
         return mwh * 3 // 2 * self.mc // 100000 + 2
+
+    @property
+    def fwd_mwh(self):
+        """Lifetime forward energy in mWh (a long int past 1073 kWh: not for the tick)."""
+        return self.fwd_wh * 1000 + self._fwd_m
+
+    @property
+    def rev_mwh(self):
+        return self.rev_wh * 1000 + self._rev_m
 
     # -- readings -----------------------------------------------------------------
     def readings(self):

@@ -4,9 +4,14 @@
   tick_us_p99       its 99th percentile
   tick_alloc_bytes  heap allocated by 1000 steady-state ticks (must be 0)
   peak_heap_bytes   the largest live heap (gc.mem_alloc() right after gc.collect(), sampled
-                    every simulated minute) over a simulated week at 1 s ticks, run under
-                    `-X heapsize=64wk` (64 K words: the ESP32's 64 KB of objects); it
-                    includes the simulator's models, so the firmware alone needs less
+                    every simulated minute) over a simulated week at 1 s ticks, less the
+                    ATM90E26 model's own code and state (host-side hardware); the relay,
+                    mains and clock models and the runner are still counted
+  peak_heap_bytes_ideal_64wk  the same week on the ideal energy source (no chip model),
+                    run under `-X heapsize=64wk` (64 K words: the ESP32's 64 KB of objects)
+  tick_us_chip_model  the same tick reading the driver over SPI from the chip model
+  spi_transfers_per_tick, spi_bus_us_per_tick  SPI accesses per tick and their bus time
+                    at 115.2 kHz on the board
   sim_day_s         wall seconds to simulate the bundled household day at 1 s ticks
 
 Usage: python tools/bench.py
@@ -60,8 +65,16 @@ def main():
     t0 = time.perf_counter()
     host.run(household())
     figures["sim_day_s"] = round(time.perf_counter() - t0, 2)
-    report = host.run(week(), heap="64wk")
-    figures["peak_heap_bytes"] = report["final"]["live_heap_peak"]
+    # The chip model is host-side hardware (and compiling it from source needs more
+    # transient heap than 64 K words): the week with the chip runs in a larger heap and
+    # counts what is not the model; the same week on the ideal source must run in 64 K
+    # words.
+    report = host.run(week(), heap="256wk")
+    model = report["final"]["model_heap"]
+    figures["peak_heap_bytes"] = report["final"]["live_heap_peak"] - model
+    figures["chip_model_heap_bytes"] = model
+    ideal = host.run(dict(week(), meter="ideal"), heap="64wk")
+    figures["peak_heap_bytes_ideal_64wk"] = ideal["final"]["live_heap_peak"]
     figures["week_errors"] = report["final"]["errors"]
     print(json.dumps(figures, indent=1, sort_keys=True))
 

@@ -5,12 +5,12 @@ ATM90E26 driver talking SPI to the chip model (or, with meter="ideal", an exact 
 model for billing tests), the state is kept by the firmware's own StateFile.
 """
 
-from drivers.atm90e26 import ATM90E26
+import gc
+
 from drivers.indicator import Indicator
 from drivers.relay import LatchingRelay
 from firmware.meter import STATE_FIELDS
 from firmware.statefile import StateFile
-from tools.sim.atm90e26 import ATM90E26Model
 from tools.sim.hw import LatchingRelayModel, SimPin
 from tools.sim.mains import Mains
 from tools.sim.power import PowerSource
@@ -27,11 +27,20 @@ class SimBoard:
             self.clock, self.set_pin, self.reset_pin, closed=relay_closed
         )
         if meter == "chip":  # the ATM90E26 driver on the chip model, fed by the mains
+            from drivers.atm90e26 import ATM90E26  # firmware: counted in the heap
+
+            gc.collect()
+            before = gc.mem_alloc()
+            from tools.sim.atm90e26 import ATM90E26Model
+
             self.chip = ATM90E26Model(self.clock, mc=mc)
+            gc.collect()
+            self.model_heap = gc.mem_alloc() - before  # the model's code and state
             self.mains = Mains(self.chip, self.relay_model)
             self.source = ATM90E26(self.chip.spi, self.chip.cs, mc=mc, clock=self.clock)
         else:  # an ideal energy source: exact mWh, for billing tests
             self.chip = None
+            self.model_heap = 0
             self.mains = self.source = PowerSource(self.clock, self.relay_model)
         self.relay = LatchingRelay(
             self.set_pin,

@@ -114,6 +114,7 @@ def run(scenario, progress=None, heap="512wk", timeout=3600):
             "errors": final["errors"],
             "saves": final["saves"],
             "live_heap_peak": final["live_heap_peak"],
+            "model_heap": final["model_heap"],
             "meter_faults": final["meter_faults"],
             "spi_transfers": final["spi_transfers"],
         },

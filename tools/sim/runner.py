@@ -150,6 +150,7 @@ def main(path):
                 "errors": app.errors,
                 "saves": board.store.saves,
                 "live_heap_peak": peak[0],
+                "model_heap": board.model_heap,
             }
         }
     )
