@@ -10,8 +10,10 @@ The board object (real pins in the board module, simulated in tools/sim) provide
   indicator    drivers.indicator.Indicator or None
 The metering task calls `step()` every `tick_ms`; `step()` allocates nothing in the
 steady state. State is saved at once after a top-up, a relay change or any credit
-event, and otherwise when the unsaved charges reach `persist_money` or `persist_s`
-has passed: that bound is the most a power cut can lose. Every task survives its own
+event, and otherwise when the unsaved charges reach `persist_money` (but not sooner
+than `persist_min_s` after the previous save, which caps the flash writes at any load)
+or `persist_s` has passed: the README's storage section derives from these the most a
+power cut can lose and the flash life. Every task survives its own
 errors: it logs, waits and carries on; metering never depends on the network.
 """
 
@@ -78,10 +80,11 @@ class App:
         elif self.board.relay.closed is not False:
             self._relay_flag.set()
         s = m.settings
-        if (
+        clk = self.board.clock
+        since = clk.ticks_diff(clk.ticks_ms(), self._saved_at)
+        if since >= s.persist_s * 1000 or (
             m.ledger.charged - self._saved_charged >= s.persist_money
-            or self.board.clock.ticks_diff(self.board.clock.ticks_ms(), self._saved_at)
-            >= s.persist_s * 1000
+            and since >= s.persist_min_s * 1000
         ):
             self._persist_flag.set()
 

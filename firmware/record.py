@@ -27,14 +27,21 @@ def pack(seq, fields):
 
 
 def unpack(buf, nfields):
-    """(seq, fields) or None when the record is not valid."""
-    if len(buf) < size(nfields):
+    """(seq, fields) or None when the record is not valid.
+
+    A record with fewer fields than `nfields` (written before fields were appended by
+    a firmware update) is valid: the missing trailing fields read as 0.
+    """
+    if len(buf) < 8:
         return None
     magic, version, n, seq = struct.unpack_from("<2sBBI", buf, 0)
-    if magic != MAGIC or version != VERSION or n != nfields:
+    if magic != MAGIC or version != VERSION or not 0 < n <= nfields or len(buf) < size(n):
         return None
     end = 8 + 8 * n
     (crc,) = struct.unpack_from("<I", buf, end)
     if crc != binascii.crc32(memoryview(buf)[:end]):
         return None
-    return seq, struct.unpack_from("<%dq" % n, buf, 8)
+    fields = struct.unpack_from("<%dq" % n, buf, 8)
+    if n < nfields:
+        fields = fields + (0,) * (nfields - n)
+    return seq, fields

@@ -32,6 +32,7 @@ SCHEMA = {
     "relay_min_interval_ms": ("int", 1000, 0, 600000),
     "persist_money": ("money", None, None, None),  # default: 10 minor units
     "persist_s": ("int", 900, 10, 86400),
+    "persist_min_s": ("int", 60, 1, 3600),
 }
 
 

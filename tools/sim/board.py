@@ -2,24 +2,48 @@
 
 Clock is virtual, relay coils drive the relay model, the energy source is the real
 ATM90E26 driver talking SPI to the chip model (or, with meter="ideal", an exact power
-model for billing tests), the state is kept by the firmware's own StateFile.
+model for billing tests), the state is kept by the firmware's own journal on the NOR
+flash model (store="journal", the product's layout) or in A/B files (store="file").
+
+The hardware models (clock, chip, relay, mains, flash) outlive a power cut; the
+drivers are the meter's RAM and are made again by `boot()`, as on a real reboot.
+`power_cut()` / `power_on()` model the supply failing and returning.
 """
 
 import gc
 
 from drivers.indicator import Indicator
 from drivers.relay import LatchingRelay
+from firmware.journal import Journal
 from firmware.meter import STATE_FIELDS
 from firmware.statefile import StateFile
 from tools.sim.hw import LatchingRelayModel, SimPin
 from tools.sim.mains import Mains
+from tools.sim.nor import NorFlash
 from tools.sim.power import PowerSource
 from tools.sim.vclock import VirtualClock
 
 
+JOURNAL_SECTORS = 16  # the journal partition: 64 KB (see README, storage)
+
+
 class SimBoard:
-    def __init__(self, start, state_dir, settings, relay_closed=True, meter="chip", mc=3200):
+    def __init__(
+        self,
+        start,
+        state_dir,
+        settings,
+        relay_closed=True,
+        meter="chip",
+        mc=3200,
+        store="journal",
+        flash_sectors=JOURNAL_SECTORS,
+    ):
         self.clock = VirtualClock()
+        self.settings = settings
+        self.state_dir = state_dir
+        self.mc = mc
+        self.powered = True
         self._start = start  # (y, m, d, sod) at virtual time 0
         self.set_pin = SimPin("relay_set", self.clock)
         self.reset_pin = SimPin("relay_reset", self.clock)
@@ -27,7 +51,7 @@ class SimBoard:
             self.clock, self.set_pin, self.reset_pin, closed=relay_closed
         )
         if meter == "chip":  # the ATM90E26 driver on the chip model, fed by the mains
-            from drivers.atm90e26 import ATM90E26  # firmware: counted in the heap
+            import drivers.atm90e26  # noqa: F401  firmware: counted in the heap
 
             gc.collect()
             before = gc.mem_alloc()
@@ -37,11 +61,31 @@ class SimBoard:
             gc.collect()
             self.model_heap = gc.mem_alloc() - before  # the model's code and state
             self.mains = Mains(self.chip, self.relay_model)
-            self.source = ATM90E26(self.chip.spi, self.chip.cs, mc=mc, clock=self.clock)
         else:  # an ideal energy source: exact mWh, for billing tests
             self.chip = None
             self.model_heap = 0
-            self.mains = self.source = PowerSource(self.clock, self.relay_model)
+            self.mains = PowerSource(self.clock, self.relay_model)
+        self.led = SimPin("led", self.clock)
+        self.buzzer = SimPin("buzzer", self.clock)
+        self.flash = None
+        if store == "journal":
+            self.flash = NorFlash(flash_sectors)
+            self.flash.on_cut = self._cut_hit
+            self._image = state_dir + "/flash.bin" if state_dir else None
+            self.load_image()
+        elif store != "file":
+            raise ValueError("store: 'journal' or 'file'")
+        self.boot()
+
+    def boot(self):
+        """Make the drivers afresh: what the meter's RAM holds after a reset."""
+        settings = self.settings
+        if self.chip is not None:
+            from drivers.atm90e26 import ATM90E26
+
+            self.source = ATM90E26(self.chip.spi, self.chip.cs, mc=self.mc, clock=self.clock)
+        else:
+            self.source = self.mains
         self.relay = LatchingRelay(
             self.set_pin,
             self.reset_pin,
@@ -49,10 +93,48 @@ class SimBoard:
             pulse_ms=settings.relay_pulse_ms,
             min_interval_ms=settings.relay_min_interval_ms,
         )
-        self.led = SimPin("led", self.clock)
-        self.buzzer = SimPin("buzzer", self.clock)
         self.indicator = Indicator(self.clock, led=self.led, buzzer=self.buzzer)
-        self.store = StateFile(state_dir, len(STATE_FIELDS))
+        if self.flash is not None:
+            self.store = Journal(self.flash, len(STATE_FIELDS))
+        else:
+            self.store = StateFile(self.state_dir, len(STATE_FIELDS))
+
+    def _cut_hit(self, exc):
+        self.clock.halt = exc  # the whole meter stops, whichever task hit the cut
+
+    def power_cut(self):
+        """The supply fails: coils drop, the chip and the load lose their supply."""
+        self.powered = False
+        self.set_pin.value(0)
+        self.reset_pin.value(0)
+        self.mains.power(False)
+
+    def power_on(self):
+        """The supply returns: flash usable again, the chip starts from its reset state."""
+        self.powered = True
+        self.clock.halt = None
+        if self.flash is not None:
+            self.flash.power_on()
+        if self.chip is not None:
+            self.chip.reset()
+        self.mains.power(True)
+
+    def load_image(self):
+        """Flash contents from the state directory (a meter that ran before), if any."""
+        if self._image is None:
+            return
+        try:
+            with open(self._image, "rb") as f:
+                data = f.read()
+        except OSError:
+            return
+        if len(data) == len(self.flash.mem):
+            self.flash.mem[:] = data
+
+    def save_image(self):
+        if self.flash is not None and self._image is not None:
+            with open(self._image, "wb") as f:
+                f.write(self.flash.mem)
 
     def local_time(self):
         y, m, d, sod = self._start

@@ -16,6 +16,7 @@ class Mains:
         self.amps = 0.0
         self.amps_n = None  # None: the neutral carries the live current (no tamper)
         self.pf = 1.0
+        self.powered = True  # False during a supply failure: nothing is metered
         relay.after_change = self.apply
         self.apply()
 
@@ -34,14 +35,19 @@ class Mains:
     def set_watts(self, watts, volts=230.0):
         self.set_load(volts=volts, amps=watts / volts, pf=1.0)
 
+    def power(self, on):
+        self.powered = on
+        self.apply()
+
     def apply(self):
-        on = self.relay.closed
+        on = self.relay.closed and self.powered
         a = self.amps if on else 0.0
         n = (self.amps if self.amps_n is None else self.amps_n) if on else 0.0
-        self.chip.set_load(self.volts, a, self.pf, amps_n=n, freq=self.freq)
+        volts = self.volts if self.powered else 0.0
+        self.chip.set_load(volts, a, self.pf, amps_n=n, freq=self.freq)
 
     def watts_now(self):
         """True active power drawn now (live line), 0 with the contacts open."""
-        if not self.relay.closed:
+        if not (self.relay.closed and self.powered):
             return 0
         return int(self.volts * self.amps * self.pf)

@@ -43,6 +43,7 @@ class NorFlash:
         self.busy_typ_us = 0
         self.busy_max_us = 0
         self.dead = False
+        self.on_cut = None  # called with the PowerCut when a cut hits
         self._cut = None
         self._rand = seed or 1
 
@@ -58,7 +59,7 @@ class NorFlash:
     def _start(self, nbytes):
         """Count an operation; return how many bytes of it complete (None = all)."""
         if self.dead:
-            raise PowerCut()
+            raise PowerCut
         op = self.ops
         self.ops += 1
         if self._cut is not None and self._cut[0] == op:
@@ -76,7 +77,10 @@ class NorFlash:
 
     def _die(self):
         self.dead = True
-        raise PowerCut()
+        e = PowerCut()
+        if self.on_cut is not None:
+            self.on_cut(e)
+        raise e
 
     # -- primitive operations -----------------------------------------------------
     def program(self, addr, data):
@@ -118,15 +122,17 @@ class NorFlash:
     # -- block device protocol ----------------------------------------------------
     def readblocks(self, block, buf, offset=0):
         if self.dead:
-            raise PowerCut()
+            raise PowerCut
         addr = block * SECTOR + offset
         n = len(buf)
-        if block < 0 or addr + n > len(self.mem):
+        if block < 0 or addr < 0 or addr + n > len(self.mem):
             raise OSError(22)
         buf[:] = memoryview(self.mem)[addr : addr + n]
 
     def writeblocks(self, block, buf, offset=None):
         if offset is None:  # the simple protocol: whole blocks, erased first
+            if len(buf) % SECTOR:  # esp_partition_erase_range: ESP_ERR_INVALID_SIZE
+                raise OSError(22)
             for i in range(len(buf) // SECTOR):
                 self.erase(block + i)
             offset = 0
@@ -142,7 +148,7 @@ class NorFlash:
             return 0
         if op in (1, 2, 3):
             if self.dead:
-                raise PowerCut()
+                raise PowerCut
             return 0
         return None
 

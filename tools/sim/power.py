@@ -18,18 +18,23 @@ class PowerSource:
         self._pending_mwh = 0
         self._rem = 0  # W·ms below one mWh
         self._t = clock.now
+        self.powered = True  # False during a supply failure: nothing is drawn
         relay.before_change = self.integrate
 
     def set_watts(self, watts):
         self.integrate()
         self.watts = watts
 
+    def power(self, on):
+        self.integrate()
+        self.powered = on
+
     def watts_now(self):
-        return self.watts if self.relay.closed else 0
+        return self.watts if self.relay.closed and self.powered else 0
 
     def integrate(self):
         now = self.clock.now
-        if self.relay.closed and self.watts:
+        if self.relay.closed and self.powered and self.watts:
             acc = self._rem + self.watts * (now - self._t)
             q = acc // 3600
             self._rem = acc - q * 3600
@@ -41,4 +46,4 @@ class PowerSource:
         self.integrate()
         self.mwh = self._pending_mwh
         self._pending_mwh = 0
-        self.power_w = self.watts if self.relay.closed else 0
+        self.power_w = self.watts_now()

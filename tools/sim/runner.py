@@ -14,6 +14,7 @@ import sys
 from firmware.app import App
 from firmware.settings import Settings
 from tools.sim.board import SimBoard
+from tools.sim.nor import PowerCut
 
 
 def out(obj):
@@ -50,17 +51,29 @@ def main(path):
         sc.get("relay_closed", True),
         meter=sc.get("meter", "chip"),
         mc=sc.get("meter_constant", 3200),
+        store=sc.get("store", "journal"),
     )
     if sc.get("fresh", True):
         board.store.erase()
-    app = App(board, settings, tick_ms=sc["step_s"] * 1000)
-    meter = app.meter
-    start = meter.clock.stamp()
     clock = board.clock
-    meter.log.listeners.append(
-        lambda stamp, kind, bal, value: out({"ev": [stamp - start, kind, bal, value]})
-    )
+    cur = [None]  # the running App: a power cut replaces it
+    origin = [None]
+
+    def boot():
+        """Start the meter as main.py does after a reset, on the board's hardware."""
+        asyncio.new_event_loop()  # the dead meter's tasks die with it
+        app = App(board, settings, tick_ms=sc["step_s"] * 1000)
+        cur[0] = app
+        if origin[0] is None:
+            origin[0] = app.meter.clock.stamp()
+        app.meter.log.listeners.append(
+            lambda stamp, kind, bal, value: out({"ev": [stamp - origin[0], kind, bal, value]})
+        )
+        return app
+
+    app = boot()
     if sc.get("fresh", True):
+        meter = app.meter
         meter.ledger.balance = sc["balance"]
         meter.ledger.debt = sc.get("debt", 0)
         meter.control.after_credit()
@@ -78,14 +91,26 @@ def main(path):
         clock.at(at_s * 1000, lambda w=what: inject(board.chip, w))
     answers = []
     for at_s, amount in sc["topups"]:
-        clock.at(at_s * 1000, lambda a=amount, t=at_s: answers.append([t, app.topup(a)]))
+        clock.at(
+            at_s * 1000,
+            lambda a=amount, t=at_s: answers.append([t, cur[0].topup(a)]),
+            hold=True,
+        )
     acts = {
-        "button": app.press_button,
-        "emergency_credit": meter.control.invoke_emergency_credit,
-        "clear_lockout": meter.control.clear_lockout,
+        "button": lambda: cur[0].press_button(),
+        "emergency_credit": lambda: cur[0].meter.control.invoke_emergency_credit(),
+        "clear_lockout": lambda: cur[0].meter.control.clear_lockout(),
     }
     for at_s, what in sc.get("actions", []):
-        clock.at(at_s * 1000, acts[what])
+        clock.at(at_s * 1000, acts[what], hold=True)
+    outage = [0]
+
+    def cut(for_s):
+        outage[0] = for_s
+        raise PowerCut
+
+    for at_s, for_s in sc.get("power_cuts", []):
+        clock.at(at_s * 1000, lambda n=for_s: cut(n))
     series_s = sc.get("series_s", 60)
     progress_s = sc.get("progress_s", 3600)
 
@@ -101,9 +126,9 @@ def main(path):
                 "s": [
                     t_s,
                     mains.watts_now(),
-                    meter.ledger.balance,
+                    cur[0].meter.ledger.balance,
                     1 if board.relay_model.closed else 0,
-                    meter.control.credit_status(),
+                    cur[0].meter.control.credit_status(),
                 ]
             }
         )
@@ -113,14 +138,41 @@ def main(path):
     clock.every(series_s * 1000, sample)
 
     async def go():
-        for t in app.tasks():
+        for t in cur[0].tasks():
             asyncio.create_task(t)
-        await clock.run(sc["duration_s"] * 1000)
+        await clock.run(end_ms)
 
-    asyncio.run(go())
+    end_ms = sc["duration_s"] * 1000
+    cuts = 0
+    done = {"ticks": 0, "errors": 0, "saves": 0, "lost_mwh": 0, "lost_charge": 0}
+    while True:
+        try:
+            asyncio.run(go())
+            break
+        except PowerCut:  # the supply failed: everything stops at once
+            cuts += 1
+            dead = cur[0]
+            board.power_cut()
+            clock.outage(min(end_ms, clock.now + outage[0] * 1000))
+            board.power_on()
+            saves = board.store.saves
+            board.boot()
+            boot()
+            # what the dead meter had billed but not yet journaled
+            a, b = dead.meter.ledger, cur[0].meter.ledger
+            done["lost_mwh"] += (a.energy_wh - b.energy_wh) * 1000 + a.energy_mwh - b.energy_mwh
+            done["lost_charge"] += a.charged - b.charged
+            done["ticks"] += dead.ticks
+            done["errors"] += dead.errors
+            done["saves"] += saves
+            if clock.now >= end_ms:
+                break
+    app = cur[0]
+    meter = app.meter
+    board.save_image()
     if board.chip is None:
-        board.source.integrate()
-        true_mwh = board.source.true_mwh
+        board.mains.integrate()
+        true_mwh = board.mains.true_mwh
         lost_mwh = 0
     else:
         board.chip._advance()  # integrate the chip model up to the end
@@ -146,9 +198,14 @@ def main(path):
                 "state": meter.control.credit_status(),
                 "relay_operations": board.relay_model.operations,
                 "relay_faults": board.relay_model.faults,
-                "ticks": app.ticks,
-                "errors": app.errors,
-                "saves": board.store.saves,
+                "ticks": done["ticks"] + app.ticks,
+                "errors": done["errors"] + app.errors,
+                "saves": done["saves"] + board.store.saves,
+                "power_cuts": cuts,
+                "cut_lost_mwh": done["lost_mwh"],
+                "cut_lost_charge": done["lost_charge"],
+                "flash_erases": sum(board.flash.erases) if board.flash else 0,
+                "flash_erases_max": max(board.flash.erases) if board.flash else 0,
                 "live_heap_peak": peak[0],
                 "model_heap": board.model_heap,
             }

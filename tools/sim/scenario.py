@@ -11,7 +11,7 @@ from firmware.settings import Settings
 from firmware.wallclock import parse_datetime
 
 SIM_KEYS = ("start", "duration_s", "step_s", "balance", "debt", "load", "topups", "actions")
-SIM_KEYS += ("relay_closed", "series_s", "faults", "meter", "meter_constant")
+SIM_KEYS += ("relay_closed", "series_s", "faults", "meter", "meter_constant", "power_cuts")
 ACTIONS = ("button", "emergency_credit", "clear_lockout")
 FAULTS = ("absent_high", "absent_low", "present", "miso_flip", "chip_reset", "corrupt_cs")
 METERS = ("chip", "ideal")
@@ -129,6 +129,23 @@ def normalise(sc):
             raise ScenarioError("load[" + str(i) + "]: expected an object")
         _int(item, "at_s", 0, duration, field="load[" + str(i) + "].at_s")
         steps.append(load_step(i, item))
+    cuts = sc.get("power_cuts", [])
+    if not isinstance(cuts, list):
+        raise ScenarioError("power_cuts: expected a list")
+    power_cuts = []
+    for i, item in enumerate(cuts):
+        f = "power_cuts[" + str(i) + "]"
+        if not isinstance(item, dict):
+            raise ScenarioError(f + ": expected an object")
+        at = _int(item, "at_s", 0, duration, field=f + ".at_s")
+        power_cuts.append([at, _int(item, "for_s", 0, 400 * 86400, field=f + ".for_s")])
+    power_cuts.sort()
+    for i in range(1, len(power_cuts)):
+        if power_cuts[i][0] < power_cuts[i - 1][0] + power_cuts[i - 1][1]:
+            raise ScenarioError(
+                "power_cuts: a cut at %d s starts before the previous outage ends"
+                % power_cuts[i][0]
+            )
     relay_closed = sc.get("relay_closed", True)
     if not isinstance(relay_closed, bool):
         raise ScenarioError("relay_closed: expected true or false")
@@ -150,4 +167,5 @@ def normalise(sc):
         ),
         "actions": _steps(sc, "actions", "do", duration, action),
         "relay_closed": relay_closed,
+        "power_cuts": power_cuts,
     }

@@ -14,7 +14,9 @@ class VirtualClock:
     def __init__(self, start_ms=0):
         self.now = start_ms  # virtual milliseconds since the simulation began
         self._sleepers = []  # [wake_ms, event]
-        self._actions = []  # (at_ms, order, fn); schedule before run()
+        self._actions = []  # (at_ms, order, fn, hold)
+        self._order = 0
+        self.halt = None  # an exception to stop run() with (a power cut: see SimBoard)
         self._every = []  # [next_ms, period_ms, fn]
 
     def ticks_ms(self):
@@ -29,13 +31,49 @@ class VirtualClock:
         self._sleepers.append((self.now + (ms if ms > 0 else 0), ev))
         await ev.wait()
 
-    def at(self, at_ms, fn):
-        """Schedule fn() at virtual time at_ms (after the tasks due at the same time)."""
-        self._actions.append((at_ms, len(self._actions), fn))
+    def at(self, at_ms, fn, hold=False):
+        """Schedule fn() at virtual time at_ms (after the tasks due at the same time).
+
+        hold=True: an action that needs the meter running (a top-up, a button press); if
+        the power is off at at_ms it happens when the power returns.
+        """
+        self._order += 1
+        self._actions.append((at_ms, self._order, fn, hold))
+
+    def outage(self, until_ms):
+        """The meter is dead until until_ms: its sleeping tasks are gone, the world's
+        actions (load steps, faults) still happen, held actions wait for the power,
+        periodic samplers skip the dead time."""
+        self._sleepers = []
+        actions = self._actions
+        actions.sort()
+        actions.reverse()
+        held = []
+        while actions and actions[-1][0] <= until_ms:
+            a = actions.pop()
+            if a[3]:
+                held.append(a)
+            else:
+                self.now = a[0]
+                a[2]()
+        self.now = until_ms
+        for a in held:
+            actions.append((until_ms, a[1], a[2], a[3]))
+        for e in self._every:
+            while e[0] < until_ms:
+                e[0] += e[1]
 
     def every(self, period_ms, fn, first_ms=0):
         """Call fn() at first_ms and every period_ms after (after the tasks due then)."""
         self._every.append([first_ms, period_ms, fn])
+
+    def _check(self):
+        # CPython's asyncio keeps a BaseException raised inside a task in the task;
+        # MicroPython's stops the loop with it. Either way run() ends with it here.
+        if self.halt is not None:
+            e = self.halt
+            self.halt = None
+            raise e
 
     async def run(self, end_ms, settle=3):
         """Advance virtual time until end_ms, running actions and waking sleepers."""
@@ -45,6 +83,7 @@ class VirtualClock:
         while True:
             for _ in range(settle):  # let every woken task run up to its next wait
                 await asyncio.sleep(0)  # sleep_ms is MicroPython-only
+            self._check()
             t = end_ms + 1
             for s in self._sleepers:
                 if s[0] < t:
@@ -65,6 +104,7 @@ class VirtualClock:
                     s[1].set()
                 for _ in range(settle):
                     await asyncio.sleep(0)  # sleep_ms is MicroPython-only
+                self._check()
             while actions and actions[-1][0] <= t:
                 actions.pop()[2]()
             for e in self._every:
