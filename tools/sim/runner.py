@@ -58,6 +58,7 @@ def main(path):
     clock = board.clock
     cur = [None]  # the running App: a power cut replaces it
     origin = [None]
+    reboots = [0]
 
     def boot():
         """Start the meter as main.py does after a reset, on the board's hardware."""
@@ -66,9 +67,15 @@ def main(path):
         cur[0] = app
         if origin[0] is None:
             origin[0] = app.meter.clock.stamp()
-        app.meter.log.listeners.append(
-            lambda stamp, kind, bal, value: out({"ev": [stamp - origin[0], kind, bal, value]})
-        )
+
+        def report(stamp, kind, bal, value):
+            out({"ev": [stamp - origin[0], kind, bal, value]})
+
+        if reboots[0] or not sc.get("fresh", True):  # a fresh meter's first boot is setup
+            for e in app.meter.log.items:  # what start-up logged (the boot event)
+                report(*e)
+        reboots[0] += 1
+        app.meter.log.listeners.append(report)
         return app
 
     app = boot()
