@@ -13,8 +13,25 @@
   spi_transfers_per_tick, spi_bus_us_per_tick  SPI accesses per tick and their bus time
                     at 115.2 kHz on the board
   sim_day_s         wall seconds to simulate the bundled household day at 1 s ticks
+  journal_append_us host time of one journal save (record, CRC, blank check, program)
+                    on the NOR model under micropython
+  recovery_ms       host time to find the state in a full ring (every slot written)
+  journal_worst_save_ms  the worst single save's flash busy time from the datasheet
+                    (typical; `_max` the datasheet maximum): one sector erase + one program
+  journal_designs   the ring against the same record kept on littlefs (two alternating
+                    files, or one file rewritten in place): erases and programs per save,
+                    worst save (tools/bench_journal_mpy.py)
+  saves_per_day_10kw  journal saves in a simulated day at 10 kW continuous (flat 0.25/kWh,
+                    default write policy)
+  flash_life_years  100,000 erase cycles / the busiest sector's erases per year at that
+                    rate (the ring wears its 16 sectors evenly)
+  flash_life_years_worst  the same at the policy's ceiling whatever the tariff: a
+                    consumption save every persist_min_s (1440/day) plus 1000 event
+                    saves a day
+  max_loss_per_cut  the most unsaved charge one power cut lost, over 50 random cuts in a
+                    10 kW day (money, the currency's units)
 
-Usage: python tools/bench.py
+Usage: python tools/bench.py [section ...]   sections: tick, sim, heap, journal
 """
 
 import copy
@@ -31,15 +48,7 @@ from tools.sim import host  # noqa: E402
 
 
 def tick_figures():
-    out = subprocess.run(
-        [host.micropython_cmd(), "-X", "heapsize=256wk", str(ROOT / "tools/bench_mpy.py")],
-        cwd=str(ROOT),
-        env=host.mpy_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return mpy_json("tools/bench_mpy.py", "256wk")
 
 
 def household():
@@ -60,24 +69,89 @@ def week():
     return sc
 
 
-def main():
-    figures = tick_figures()
-    t0 = time.perf_counter()
-    host.run(household())
-    figures["sim_day_s"] = round(time.perf_counter() - t0, 2)
-    # The chip model is host-side hardware (and compiling it from source needs more
-    # transient heap than 64 K words): the week with the chip runs in a larger heap and
-    # counts what is not the model; the same week on the ideal source must run in 64 K
-    # words.
-    report = host.run(week(), heap="256wk")
-    model = report["final"]["model_heap"]
-    figures["peak_heap_bytes"] = report["final"]["live_heap_peak"] - model
-    figures["chip_model_heap_bytes"] = model
-    ideal = host.run(dict(week(), meter="ideal"), heap="64wk")
-    figures["peak_heap_bytes_ideal_64wk"] = ideal["final"]["live_heap_peak"]
-    figures["week_errors"] = report["final"]["errors"]
+ERASE_CYCLES = 100000
+RING_SECTORS = 16
+SLOTS_PER_SECTOR = 16
+
+
+def mpy_json(script, heap):
+    out = subprocess.run(
+        [host.micropython_cmd(), "-X", "heapsize=" + heap, str(ROOT / script)],
+        cwd=str(ROOT),
+        env=host.mpy_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def life_years(saves_per_day):
+    per_sector_day = saves_per_day / (RING_SECTORS * SLOTS_PER_SECTOR)
+    return round(ERASE_CYCLES / per_sector_day / 365.25, 1)
+
+
+def ten_kw_day(cuts=0):
+    sc = {
+        "start": "2026-01-05T00:00:00",
+        "duration_s": 86400,
+        "tariff": {"type": "flat", "price_per_kwh": "0.2500"},
+        "balance": "1000.00",
+        "meter": "ideal",
+        "load": [{"at_s": 0, "watts": 10000}],
+    }
+    if cuts:
+        slot = 86400 // cuts
+        sc["power_cuts"] = [{"at_s": i * slot + slot // 3, "for_s": 30} for i in range(cuts)]
+    return host.run(sc)["final"]
+
+
+def journal_figures(figures):
+    designs = mpy_json("tools/bench_journal_mpy.py", "1024wk")
+    ring = designs["ring"]
+    figures["journal_designs"] = designs
+    figures["journal_append_us"] = ring["host_us_per_save"]
+    figures["recovery_ms"] = ring["recovery_ms_full_ring"]
+    figures["journal_worst_save_ms"] = ring["worst_save_flash_ms_typ"]
+    figures["journal_worst_save_ms_max"] = ring["worst_save_flash_ms_max"]
+    day = ten_kw_day()
+    assert ring["erases_per_save"] == 1 / SLOTS_PER_SECTOR
+    figures["saves_per_day_10kw"] = day["saves"]
+    figures["flash_life_years"] = life_years(day["saves"])
+    figures["flash_life_years_worst"] = life_years(1440 + 1000)
+    figures["max_loss_per_cut"] = ten_kw_day(cuts=50)["cut_lost_charge_max"]
+
+
+def main(sections):
+    figures = {}
+    if "tick" in sections:
+        figures.update(tick_figures())
+    if "sim" in sections:
+        t0 = time.perf_counter()
+        host.run(household())
+        figures["sim_day_s"] = round(time.perf_counter() - t0, 2)
+    if "heap" in sections:
+        # The chip model is host-side hardware (and compiling it from source needs more
+        # transient heap than 64 K words): the week with the chip runs in a larger heap
+        # and counts what is not the model; the same week on the ideal source must run
+        # in 64 K words.
+        report = host.run(week(), heap="256wk")
+        model = report["final"]["model_heap"]
+        figures["peak_heap_bytes"] = report["final"]["live_heap_peak"] - model
+        figures["chip_model_heap_bytes"] = model
+        ideal = host.run(dict(week(), meter="ideal"), heap="64wk")
+        figures["peak_heap_bytes_ideal_64wk"] = ideal["final"]["live_heap_peak"]
+        figures["week_errors"] = report["final"]["errors"]
+    if "journal" in sections:
+        journal_figures(figures)
     print(json.dumps(figures, indent=1, sort_keys=True))
 
 
+SECTIONS = ("tick", "sim", "heap", "journal")
+
 if __name__ == "__main__":
-    main()
+    asked = sys.argv[1:] or SECTIONS
+    unknown = [a for a in asked if a not in SECTIONS]
+    if unknown:
+        sys.exit("bench: unknown section %s (known: %s)" % (unknown[0], ", ".join(SECTIONS)))
+    main(asked)

@@ -116,6 +116,7 @@ def run(scenario, progress=None, heap="512wk", timeout=3600):
             "power_cuts": final["power_cuts"],
             "cut_lost_energy_wh": format_decimal(final["cut_lost_mwh"], 3),
             "cut_lost_charge": format_decimal(final["cut_lost_charge"], d),
+            "cut_lost_charge_max": format_decimal(final["cut_lost_charge_max"], d),
             "flash_erases": final["flash_erases"],
             "flash_erases_max": final["flash_erases_max"],
             "live_heap_peak": final["live_heap_peak"],

@@ -152,6 +152,7 @@ def main(path):
     end_ms = sc["duration_s"] * 1000
     cuts = 0
     done = {"ticks": 0, "errors": 0, "saves": 0, "lost_mwh": 0, "lost_charge": 0}
+    done["lost_charge_max"] = 0
     while True:
         try:
             asyncio.run(go())
@@ -169,6 +170,7 @@ def main(path):
             a, b = dead.meter.ledger, cur[0].meter.ledger
             done["lost_mwh"] += (a.energy_wh - b.energy_wh) * 1000 + a.energy_mwh - b.energy_mwh
             done["lost_charge"] += a.charged - b.charged
+            done["lost_charge_max"] = max(done["lost_charge_max"], a.charged - b.charged)
             done["ticks"] += dead.ticks
             done["errors"] += dead.errors
             done["saves"] += saves
@@ -211,6 +213,7 @@ def main(path):
                 "power_cuts": cuts,
                 "cut_lost_mwh": done["lost_mwh"],
                 "cut_lost_charge": done["lost_charge"],
+                "cut_lost_charge_max": done["lost_charge_max"],
                 "flash_erases": sum(board.flash.erases) if board.flash else 0,
                 "flash_erases_max": max(board.flash.erases) if board.flash else 0,
                 "live_heap_peak": peak[0],
