@@ -71,6 +71,15 @@ class Board:
             clock, led=Pin(p["led"], Pin.OUT, value=0), buzzer=Pin(p["buzzer"], Pin.OUT, value=0)
         )
 
+    @staticmethod
+    def journal_partition(label="journal"):
+        """The raw flash partition for the state journal, or None on a partition table
+        without it (a stock MicroPython image: the state then goes to littlefs files)."""
+        import esp32
+
+        found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=label)
+        return found[0] if found else None
+
     def local_time(self):
         y, m, d, hh, mm, ss = time.localtime()[:6]
         return y, m, d, hh * 3600 + mm * 60 + ss

@@ -23,6 +23,11 @@ LOCKOUT_CLEARED = "lockout_cleared"
 BILLING_MONTH = "billing_month"
 RELAY_FAULT = "relay_fault"
 BOOT = "boot"
+# The settings file did not load; detail 1: the copy of a save cut between its renames
+# (settings.json.new), 2: the last good copy (settings.json.bak).
+CONFIG_FALLBACK = "config_fallback"
+# No usable settings file: running on defaults; detail 0: no file, 1: files all bad.
+CONFIG_DEFAULTS = "config_defaults"
 
 
 class EventLog:

@@ -2,16 +2,23 @@
 
 The settings file (settings.json) holds the meter settings (firmware/settings.py) plus
 a "board" section (pins, drivers/board.py) and a "calibration" section (ATM90E26
-registers). With a file named "safemode" in the root the meter does not start, so a
-technician can repair a broken setting from the REPL.
+registers). It is read and written through firmware/conffile.py: a file with a bad
+value (any field the schema refuses, a bad calibration register, broken JSON) falls back
+to the last good copy, and `build()` puts a `config_fallback` or `config_defaults` event
+in the meter's log. `save_calibration()` stores a new calibration atomically. With a file
+named "safemode" in the root the meter does not start, so a technician can repair a
+broken setting from the REPL.
 """
 
 import asyncio
 import json
 import os
 
+from firmware import conffile
+from firmware import events as ev
 from firmware.app import App
 from firmware.clock import Clock
+from firmware.journal import Journal
 from firmware.meter import STATE_FIELDS
 from firmware.settings import Settings
 from firmware.statefile import StateFile
@@ -29,35 +36,123 @@ def safe_mode():
         return False
 
 
+def validate_calibration(cal):
+    """The ATM90E26 driver's own check of a calibration section (imported only when there
+    is one to check: start-up stays light without it)."""
+    from drivers.atm90e26 import validate
+
+    return validate(cal)
+
+
+def parse_settings(data):
+    """Bytes of a settings file -> (Settings, board dict, calibration dict, raw dict).
+
+    ValueError naming the field for anything the meter would refuse: the conffile parse
+    step, so a bad file falls back to the last good one instead of stopping the meter.
+    """
+    raw = json.loads(data)
+    if not isinstance(raw, dict):
+        raise ValueError("settings: expected an object")
+    meter = {}
+    for key in raw:
+        if key not in NON_METER_KEYS:
+            meter[key] = raw[key]
+    board = raw.get("board", {})
+    cal = raw.get("calibration", {})
+    if not isinstance(board, dict):
+        raise ValueError("board: expected an object")
+    if not isinstance(cal, dict):
+        raise ValueError("calibration: expected an object")
+    if cal:
+        validate_calibration(cal)
+    return Settings(meter), board, cal, raw
+
+
 def load_settings(path=SETTINGS_PATH):
-    """(meter Settings, board dict, calibration dict); defaults when there is no file."""
-    try:
-        with open(path) as f:
-            raw = json.load(f)
-    except OSError:
-        raw = {}
-    extra = {k: raw.pop(k) for k in NON_METER_KEYS if k in raw}
-    return Settings(raw), extra.get("board", {}), extra.get("calibration", {})
+    """(meter Settings, board dict, calibration dict, report).
+
+    report is None when `path` itself loaded; else (source, reason) from conffile.load:
+    source conffile.NEW or BAK (a fallback copy is in use) or None (defaults), reason
+    why `path` was not used. `report_config` turns it into an event.
+    """
+    got, source, reason = conffile.load(path, parse_settings)
+    if got is None:
+        got = (Settings({}), {}, {}, {})
+    report = None if source == conffile.MAIN else (source, reason)
+    return got[0], got[1], got[2], report
 
 
-def build(path=SETTINGS_PATH):
-    from drivers.board import Board
+def report_config(meter, report, path=SETTINGS_PATH):
+    """Emit the event for a load_settings report (and print it); returns its kind or None."""
+    if report is None:
+        return None
+    source, reason = report
+    if source is None:
+        kind = ev.CONFIG_DEFAULTS
+        value = 0 if reason == conffile.MISSING else 1
+        using = "defaults"
+    else:
+        kind = ev.CONFIG_FALLBACK
+        value = 1 if source == conffile.NEW else 2
+        using = path + "." + source
+    print("settings: " + path + ": " + reason + "; using " + using)
+    meter.log.emit(meter.clock.stamp(), kind, meter.ledger.balance, value)
+    return kind
 
-    settings, pins, cal = load_settings(path)
+
+def save_calibration(cal, path=SETTINGS_PATH):
+    """Store an ATM90E26 calibration dict (validated, stored in full) in the "calibration"
+    section of the settings file, atomically, keeping every other setting.
+
+    Returns the report of the copy it edited, as load_settings does (None: the file
+    itself). ValueError, and nothing written, for a bad calibration or when no copy of
+    the settings file is usable (a fresh meter without one gets a new file).
+    """
+    full = validate_calibration(cal)
+    got, source, reason = conffile.load(path, parse_settings)
+    if got is None and reason != conffile.MISSING:
+        raise ValueError("settings file unusable, calibration not stored: " + reason)
+    raw = dict(got[3]) if got is not None else {}
+    raw["calibration"] = full
+    data = json.dumps(raw).encode()
+    parse_settings(data)  # never write a file that would not load
+    conffile.save(path, data)
+    return None if source == conffile.MAIN else (source, reason)
+
+
+def make_store(partition):
+    """The state store: the journal on its raw partition, or (a partition table without
+    one, e.g. a stock image) the A/B state files on littlefs."""
+    if partition is not None:
+        return Journal(partition, len(STATE_FIELDS))
     try:
         os.mkdir(STATE_DIR)
     except OSError:
         pass
-    store = StateFile(STATE_DIR, len(STATE_FIELDS))
-    board = Board(
-        pins,
-        store,
-        Clock(),
-        calibration=cal,
-        relay_pulse_ms=settings.relay_pulse_ms,
-        relay_min_ms=settings.relay_min_interval_ms,
-    )
-    return App(board, settings)
+    return StateFile(STATE_DIR, len(STATE_FIELDS))
+
+
+def build(path=SETTINGS_PATH, board=None, tick_ms=1000):
+    """The meter as main.py starts it: settings from `path`, then the board (the ESP32's
+    unless one is given: the simulator passes its own), then the App."""
+    settings, pins, cal, report = load_settings(path)
+    if board is None:
+        from drivers.board import Board
+
+        part = Board.journal_partition()
+        if part is None:
+            print("storage: no 'journal' partition: state in littlefs files")
+        board = Board(
+            pins,
+            make_store(part),
+            Clock(),
+            calibration=cal,
+            relay_pulse_ms=settings.relay_pulse_ms,
+            relay_min_ms=settings.relay_min_interval_ms,
+        )
+    app = App(board, settings, tick_ms=tick_ms)
+    report_config(app.meter, report, path)  # the log exists only now
+    return app
 
 
 def main():

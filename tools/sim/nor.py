@@ -35,7 +35,10 @@ class PowerCut(BaseException):
 class NorFlash:
     def __init__(self, sectors, seed=1):
         self.sectors = sectors
-        self.mem = bytearray(b"\xff" * (sectors * SECTOR))
+        self.mem = bytearray(sectors * SECTOR)  # no transient copy: the heap may be small
+        blank = b"\xff" * SECTOR
+        for i in range(sectors):
+            self.mem[i * SECTOR : (i + 1) * SECTOR] = blank
         self.erases = [0] * sectors
         self.ops = 0  # program and erase operations started
         self.programs = 0

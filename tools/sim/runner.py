@@ -1,20 +1,26 @@
 """Runs one normalised scenario through the real firmware under MicroPython.
 
-Usage: micropython tools/sim/runner.py NORMALISED.json
+Usage: micropython tools/sim/runner.py NORMALISED.json [FLASH_SECTORS]
 Prints one JSON object per line: {"ev": [t_s, kind, balance, value]} for each meter
 event, {"s": [t_s, power_w, balance, relay, state]} once per `series_s`,
 {"p": t_s} as progress and finally {"final": {...}}.
 """
 
-import asyncio
-import json
 import gc
 import sys
 
-from firmware.app import App
-from firmware.settings import Settings
-from tools.sim.board import SimBoard
-from tools.sim.nor import PowerCut
+from tools.sim.nor import NorFlash, PowerCut
+
+# The flash chip's bytes first, while the heap is empty: one large block that later
+# allocations cannot fragment out of a small (-X heapsize=64wk) heap.
+FLASH = NorFlash(int(sys.argv[2])) if len(sys.argv) > 2 and int(sys.argv[2]) else None
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+
+from firmware import conffile, start  # noqa: E402
+from firmware.settings import Settings  # noqa: E402
+from tools.sim.board import SimBoard  # noqa: E402
 
 
 def out(obj):
@@ -52,10 +58,15 @@ def main(path):
         meter=sc.get("meter", "chip"),
         mc=sc.get("meter_constant", 3200),
         store=sc.get("store", "journal"),
+        flash=FLASH,
     )
     if sc.get("fresh", True):
         board.store.erase()
     clock = board.clock
+    # the settings file on the meter's file system, read at every boot as on the board
+    settings_path = sc["state_dir"] + "/settings.json"
+    if sc.get("fresh", True):
+        conffile.save(settings_path, json.dumps(sc["settings"]).encode())
     cur = [None]  # the running App: a power cut replaces it
     origin = [None]
     reboots = [0]
@@ -63,7 +74,7 @@ def main(path):
     def boot():
         """Start the meter as main.py does after a reset, on the board's hardware."""
         asyncio.new_event_loop()  # the dead meter's tasks die with it
-        app = App(board, settings, tick_ms=sc["step_s"] * 1000)
+        app = start.build(settings_path, board=board, tick_ms=sc["step_s"] * 1000)
         cur[0] = app
         if origin[0] is None:
             origin[0] = app.meter.clock.stamp()

@@ -12,6 +12,7 @@ from firmware.wallclock import parse_datetime
 
 SIM_KEYS = ("start", "duration_s", "step_s", "balance", "debt", "load", "topups", "actions")
 SIM_KEYS += ("relay_closed", "series_s", "faults", "meter", "meter_constant", "power_cuts")
+SIM_KEYS += ("flash_sectors",)
 ACTIONS = ("button", "emergency_credit", "clear_lockout")
 FAULTS = ("absent_high", "absent_low", "present", "miso_flip", "chip_reset", "corrupt_cs")
 METERS = ("chip", "ideal")
@@ -168,4 +169,5 @@ def normalise(sc):
         "actions": _steps(sc, "actions", "do", duration, action),
         "relay_closed": relay_closed,
         "power_cuts": power_cuts,
+        "flash_sectors": _int(sc, "flash_sectors", 2, 256, default=16),
     }
