@@ -21,6 +21,9 @@ import asyncio
 import sys
 
 from firmware import events as ev
+from firmware import meter as meter_mod
+from firmware.intake import STATE_FIELDS as INTAKE_FIELDS
+from firmware.intake import Intake
 from firmware.meter import Meter
 from firmware.wallclock import WallClock
 
@@ -33,11 +36,17 @@ _PATTERN = {
 }
 
 
+# The journal record: the meter's state, then the token memory (one atomic write).
+STATE_FIELDS = meter_mod.STATE_FIELDS + INTAKE_FIELDS
+_NM = len(meter_mod.STATE_FIELDS)
+
+
 class App:
-    def __init__(self, board, settings, tick_ms=1000):
+    def __init__(self, board, settings, tick_ms=1000, key=None, key_path=None, on_settings=None):
         self.board = board
         self.tick_ms = tick_ms
         self.meter = Meter(settings, WallClock(*board.local_time()))
+        self.intake = Intake(self, key, key_path=key_path, on_settings=on_settings)
         self.errors = 0
         self.ticks = 0
         self._acc_ms = 0
@@ -45,7 +54,8 @@ class App:
         self._persist_flag = asyncio.Event()
         state = board.store.load()
         if state is not None:
-            self.meter.restore(state)
+            self.meter.restore(state[:_NM])
+            self.intake.restore(state[_NM:])
         self.meter.log.listeners.append(self._on_event)
         if hasattr(board.source, "on_event"):  # the metering chip reports its faults
             board.source.on_event = self._source_event
@@ -113,8 +123,15 @@ class App:
             self._relay_flag.set()
         return ok
 
+    def enter(self, token):
+        """A token from any source: (tokens.Result, balance); see firmware/intake.py."""
+        return self.intake.enter(token)
+
+    def request_relay(self):
+        self._relay_flag.set()
+
     def save(self):
-        self.board.store.save(self.meter.snapshot())
+        self.board.store.save(self.meter.snapshot() + self.intake.to_fields())
         self._saved_charged = self.meter.ledger.charged
         self._saved_at = self.board.clock.ticks_ms()
         self._persist_flag.clear()

@@ -26,6 +26,11 @@ BOOT = "boot"
 # The settings file did not load; detail 1: the copy of a save cut between its renames
 # (settings.json.new), 2: the last good copy (settings.json.bak).
 CONFIG_FALLBACK = "config_fallback"
+# Tokens (firmware/intake.py): a refused token (detail: the result code), an accepted
+# management token (detail: its token id), a management value the schema refused.
+TOKEN_REJECTED = "token_rejected"
+TOKEN_ACCEPTED = "token_accepted"
+SETTING_REFUSED = "setting_refused"
 # No usable settings file: running on defaults; detail 0: no file, 1: files all bad.
 CONFIG_DEFAULTS = "config_defaults"
 

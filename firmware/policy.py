@@ -94,6 +94,11 @@ class CreditControl:
     def _credit_rules(self):
         bal = self.ledger.balance
         s = self.s
+        if s.postpaid:  # prepayment disabled: billing goes on, credit never cuts
+            self.open_reasons &= ~OPEN_CREDIT
+            self.held = False
+            self.low_armed = True
+            return
         if bal < s.low_credit:
             if self.low_armed:
                 self.low_armed = False

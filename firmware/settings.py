@@ -24,6 +24,7 @@ SCHEMA = {
     "debt_recovery_percent": ("int", 0, 0, 100),
     "reconnect_needs_button": ("bool", False, None, None),
     "max_power_w": ("int", 0, 0, 1000000),
+    "postpaid": ("bool", False, None, None),
     "max_power_trip_s": ("int", 30, 1, 3600),
     "max_power_retry_s": ("int", 120, 1, 86400),
     "max_power_lockout_trips": ("int", 4, 1, 50),

@@ -19,7 +19,7 @@ from firmware import events as ev
 from firmware.app import App
 from firmware.clock import Clock
 from firmware.journal import Journal
-from firmware.meter import STATE_FIELDS
+from firmware.app import STATE_FIELDS
 from firmware.settings import Settings
 from firmware.statefile import StateFile
 

@@ -15,7 +15,7 @@ from drivers.relay import LatchingRelay
 from firmware import events as ev
 from firmware import policy, record
 from firmware.app import App
-from firmware.meter import STATE_FIELDS
+from firmware.app import STATE_FIELDS
 from firmware.settings import Settings
 from firmware.statefile import StateFile
 from tools.sim.board import SimBoard
@@ -301,7 +301,7 @@ def test_reboot_restores_state_and_reasserts_an_open_relay():
         assert saved[CONTROL] == policy.DISCONNECTED
         assert saved[CARRY] != 0
         b2, app2, watch = _reboot_after(d, s, relay_closed=False)
-        assert app2.meter.snapshot()[1:] == tuple(saved[1:])
+        assert app2.meter.snapshot()[1:] + app2.intake.to_fields() == tuple(saved[1:])
         assert app2.meter.ledger.balance == saved[BALANCE]
         assert app2.meter.ledger.carry == saved[CARRY]
         boots = [e for e in app2.meter.log.items if e[1] == ev.BOOT]

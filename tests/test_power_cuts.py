@@ -18,7 +18,7 @@ import gc
 
 from firmware import policy, record
 from firmware.app import App
-from firmware.meter import STATE_FIELDS
+from firmware.app import STATE_FIELDS
 from firmware.settings import Settings
 from tools.sim.board import SimBoard
 from tools.sim.nor import PowerCut

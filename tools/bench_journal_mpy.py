@@ -22,7 +22,7 @@ import time
 import vfs
 
 from firmware.journal import Journal
-from firmware.meter import STATE_FIELDS
+from firmware.app import STATE_FIELDS
 from firmware.statefile import StateFile
 from tools.sim.nor import NorFlash
 

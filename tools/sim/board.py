@@ -15,7 +15,7 @@ import gc
 from drivers.indicator import Indicator
 from drivers.relay import LatchingRelay
 from firmware.journal import Journal
-from firmware.meter import STATE_FIELDS
+from firmware.app import STATE_FIELDS
 from firmware.statefile import StateFile
 from tools.sim.hw import LatchingRelayModel, SimPin
 from tools.sim.mains import Mains
