@@ -21,7 +21,7 @@ from firmware.app import App
 from firmware.app import STATE_FIELDS
 from firmware.settings import Settings
 from tools.sim.board import SimBoard
-from tools.sim.nor import PowerCut
+from tools.sim.nor import NorFlash, PowerCut
 
 N = len(STATE_FIELDS)
 REC = record.size(N)
@@ -80,9 +80,17 @@ class Recorder:
         return self.store.saves
 
 
+_FLASH = []
+
+
 def _board():
+    """A board on a blank 2-sector flash (one chip reused: a small heap stays whole)."""
+    if not _FLASH:
+        _FLASH.append(NorFlash(2))
+    flash = _FLASH[0]
+    flash.reset()
     settings = Settings(SETTINGS)
-    board = SimBoard((2026, 1, 5, 12 * 3600), None, settings, meter="ideal", flash_sectors=2)
+    board = SimBoard((2026, 1, 5, 12 * 3600), None, settings, meter="ideal", flash=flash)
     return board, settings
 
 
@@ -150,7 +158,7 @@ def test_cut_at_every_flash_operation_and_inside_it():
     cases = 0
     for op in range(clean.base_ops, total_ops):
         for at in OFFSETS:
-            gc.collect()  # each run makes a new 8 KB flash: keep the test's heap whole
+            gc.collect()
             board, settings, dead, accepted, inflight_amount, hit = _workload((op, at))
             assert hit, (op, at)
             rec = board.store

@@ -36,10 +36,15 @@ class NorFlash:
     def __init__(self, sectors, seed=1):
         self.sectors = sectors
         self.mem = bytearray(sectors * SECTOR)  # no transient copy: the heap may be small
+        self.reset(seed)
+
+    def reset(self, seed=1):
+        """A blank chip again (every byte 0xFF, counters zero), reusing the same memory:
+        tests that need many fresh chips need not fragment a small heap."""
         blank = b"\xff" * SECTOR
-        for i in range(sectors):
+        for i in range(self.sectors):
             self.mem[i * SECTOR : (i + 1) * SECTOR] = blank
-        self.erases = [0] * sectors
+        self.erases = [0] * self.sectors
         self.ops = 0  # program and erase operations started
         self.programs = 0
         self.bytes_programmed = 0
