@@ -16,6 +16,7 @@ import os
 
 from firmware import conffile
 from firmware import events as ev
+from firmware import keys
 from firmware.app import App
 from firmware.clock import Clock
 from firmware.journal import Journal
@@ -24,6 +25,7 @@ from firmware.settings import Settings
 from firmware.statefile import StateFile
 
 SETTINGS_PATH = "settings.json"
+KEY_FILE = "meter.key"
 STATE_DIR = "state"
 NON_METER_KEYS = ("board", "calibration")
 
@@ -100,24 +102,56 @@ def report_config(meter, report, path=SETTINGS_PATH):
     return kind
 
 
-def save_calibration(cal, path=SETTINGS_PATH):
-    """Store an ATM90E26 calibration dict (validated, stored in full) in the "calibration"
-    section of the settings file, atomically, keeping every other setting.
-
-    Returns the report of the copy it edited, as load_settings does (None: the file
-    itself). ValueError, and nothing written, for a bad calibration or when no copy of
-    the settings file is usable (a fresh meter without one gets a new file).
-    """
-    full = validate_calibration(cal)
+def _edit_settings(path, edit):
+    """Load the settings file (any usable copy), apply edit(raw dict), validate the
+    result and save it atomically. Returns the report of the copy edited (None: the
+    file itself); ValueError, nothing written, when no copy is usable or the result
+    would not load (a fresh meter without a file gets a new one)."""
     got, source, reason = conffile.load(path, parse_settings)
     if got is None and reason != conffile.MISSING:
-        raise ValueError("settings file unusable, calibration not stored: " + reason)
+        raise ValueError("settings file unusable, not changed: " + reason)
     raw = dict(got[3]) if got is not None else {}
-    raw["calibration"] = full
+    edit(raw)
     data = json.dumps(raw).encode()
     parse_settings(data)  # never write a file that would not load
     conffile.save(path, data)
     return None if source == conffile.MAIN else (source, reason)
+
+
+def save_calibration(cal, path=SETTINGS_PATH):
+    """Store an ATM90E26 calibration dict (validated, stored in full) in the "calibration"
+    section of the settings file, atomically, keeping every other setting (see
+    _edit_settings for the answer and the errors)."""
+    full = validate_calibration(cal)
+
+    def edit(raw):
+        raw["calibration"] = full
+
+    return _edit_settings(path, edit)
+
+
+def save_meter_settings(meter_raw, path=SETTINGS_PATH):
+    """Store the meter settings (a Settings.raw dict: a management token's or a
+    technician's change), keeping the board and calibration sections."""
+
+    def edit(raw):
+        for k in meter_raw:
+            raw[k] = meter_raw[k]
+
+    return _edit_settings(path, edit)
+
+
+def key_path_for(settings_path):
+    """The meter key file lives beside the settings file."""
+    i = settings_path.rfind("/")
+    return (settings_path[: i + 1] if i >= 0 else "") + KEY_FILE
+
+
+def load_meter_key(path):
+    """(MeterKey or None, report) from the key file: a corrupt file falls back to the
+    last good copy like the settings; no key at all: tokens answer NotReady."""
+    got, source, reason = conffile.load(path, keys.load_key)
+    return got, (None if source == conffile.MAIN else (source, reason))
 
 
 def make_store(partition):
@@ -150,8 +184,21 @@ def build(path=SETTINGS_PATH, board=None, tick_ms=1000):
             relay_pulse_ms=settings.relay_pulse_ms,
             relay_min_ms=settings.relay_min_interval_ms,
         )
-    app = App(board, settings, tick_ms=tick_ms)
+    key_path = key_path_for(path)
+    key, key_report = load_meter_key(key_path)
+    app = App(
+        board,
+        settings,
+        tick_ms=tick_ms,
+        key=key,
+        key_path=key_path,
+        on_settings=lambda raw: save_meter_settings(raw, path),
+    )
     report_config(app.meter, report, path)  # the log exists only now
+    if key_report is not None and key_report[0] is not None:
+        report_config(app.meter, key_report, key_path)
+    elif key is None:
+        print("keys: no meter key in " + key_path + ": tokens answer NotReady")
     return app
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from firmware.money import format_decimal
 from firmware.policy import CONTROL_STATES
-from tools.sim.scenario import normalise
+from tools.sim.scenario import ScenarioError, normalise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +54,48 @@ def compile_firmware(out_dir):
             )
 
 
+def vend_topups(norm):
+    """Turn the scenario's top-ups into real tokens, vended by the back office's own
+    implementation (tools/vend: `cryptography` and the standard hmac) for the meter's
+    key: a 20-digit token where the amount fits one exactly, else an envelope (hex).
+    Without a `vending_key` key store a fresh vending key and (when the settings name
+    none) a fresh meter id are made, so every scenario runs. Adds "meter_key" (the key
+    file the meter loads, hex)."""
+    import secrets
+
+    from tools.vend import core
+
+    path = norm.get("vending_key")
+    try:
+        vk = core.load_keystore(path) if path else secrets.token_bytes(32)
+    except core.VendError as e:
+        raise ScenarioError("vending_key: " + str(e)) from e
+    settings = norm["settings"]
+    meter_id = settings.get("meter_id")
+    try:
+        meter_id = core.parse_meter_id(meter_id) if meter_id is not None else 0
+    except core.VendError:
+        meter_id = 0
+    if not meter_id:
+        meter_id = 1000000000 + secrets.randbelow(9000000000)
+    settings["meter_id"] = str(meter_id)
+    key = core.meter_key(vk, meter_id)
+    norm["meter_key"] = core.meter_key_record(key, 0, 255).hex()
+    y, mo, dd, sod = norm["start"]
+    import datetime
+
+    t0 = core.stamp_of(datetime.datetime(y, mo, dd) + datetime.timedelta(seconds=sod))
+    vended = []
+    for i, (at_s, amount) in enumerate(norm["topups"]):
+        token_id = i + 1
+        if core.amount_field(amount) is not None:
+            tok = core.compact_credit(key, token_id, amount)
+        else:
+            tok = core.envelope(key, 0, meter_id, token_id, t0 + at_s, 0, "credit", amount).hex()
+        vended.append([at_s, tok, amount])
+    norm["topups"] = vended
+
+
 def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None):
     """Validate and simulate `scenario` (a dict); returns the report dict.
 
@@ -62,6 +104,7 @@ def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None):
     `mpy_dir`: run the firmware from .mpy files there (see compile_firmware).
     """
     norm = normalise(scenario)
+    vend_topups(norm)
     d = norm["currency_decimals"]
     with tempfile.TemporaryDirectory(prefix="meter-sim-") as tmp:
         norm["state_dir"] = tmp
@@ -84,13 +127,24 @@ def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None):
             stderr=subprocess.PIPE,
             text=True,
         )
-        events, series, final, other = [], [], None, []
+        events, series, final, other, answers = [], [], None, [], []
         for line in proc.stdout:
             if not line.startswith("{"):
                 other.append(line.rstrip())
                 continue
             obj = json.loads(line)
-            if "ev" in obj:
+            if "ans" in obj:
+                t, token, code, name, bal = obj["ans"]
+                answers.append(
+                    {
+                        "t_s": t,
+                        "token": token,
+                        "result": "accepted" if code == 1 else name,
+                        "code": code,
+                        "balance": format_decimal(bal, d),
+                    }
+                )
+            elif "ev" in obj:
                 t, kind, bal, value = obj["ev"]
                 events.append(
                     {"t_s": t, "kind": kind, "balance": format_decimal(bal, d), "value": value}
@@ -146,6 +200,7 @@ def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None):
             "spi_transfers": final["spi_transfers"],
         },
         "events": events,
+        "answers": answers,
         "series": series,
         "warnings": [line for line in other if line],
     }

@@ -67,6 +67,8 @@ def main(path):
     settings_path = sc["state_dir"] + "/settings.json"
     if sc.get("fresh", True):
         conffile.save(settings_path, json.dumps(sc["settings"]).encode())
+        if sc.get("meter_key"):  # the meter key file, as provisioning writes it
+            conffile.save(start.key_path_for(settings_path), bytes.fromhex(sc["meter_key"]))
     cur = [None]  # the running App: a power cut replaces it
     origin = [None]
     reboots = [0]
@@ -107,13 +109,15 @@ def main(path):
             )
     for at_s, what in sc.get("faults", []):
         clock.at(at_s * 1000, lambda w=what: inject(board.chip, w))
-    answers = []
-    for at_s, amount in sc["topups"]:
-        clock.at(
-            at_s * 1000,
-            lambda a=amount, t=at_s: answers.append([t, cur[0].topup(a)]),
-            hold=True,
-        )
+
+    def enter(t_s, token):
+        r, balance = cur[0].enter(token)
+        out({"ans": [t_s, token, r.code, r.name, balance]})
+
+    # top-ups arrive as vended tokens (tools/sim/host.py), through the one credit path
+    steps = [(at_s, tok) for at_s, tok, _ in sc["topups"]] + list(sc.get("enter", []))
+    for at_s, tok in steps:
+        clock.at(at_s * 1000, lambda k=tok, t=at_s: enter(t, k), hold=True)
     acts = {
         "button": lambda: cur[0].press_button(),
         "emergency_credit": lambda: cur[0].meter.control.invoke_emergency_credit(),

@@ -12,7 +12,7 @@ from firmware.wallclock import parse_datetime
 
 SIM_KEYS = ("start", "duration_s", "step_s", "balance", "debt", "load", "topups", "actions")
 SIM_KEYS += ("relay_closed", "series_s", "faults", "meter", "meter_constant", "power_cuts")
-SIM_KEYS += ("flash_sectors",)
+SIM_KEYS += ("flash_sectors", "vending_key", "enter")
 ACTIONS = ("button", "emergency_credit", "clear_lockout")
 FAULTS = ("absent_high", "absent_low", "present", "miso_flip", "chip_reset", "corrupt_cs")
 METERS = ("chip", "ideal")
@@ -105,6 +105,11 @@ def normalise(sc):
         amps_n = number(item, "amps_n", f, 0, 100) if "amps_n" in item else None
         return [item["at_s"], volts, amps, pf, amps_n, int(volts * amps * pf)]
 
+    def token_text(v, f):
+        if not isinstance(v, str) or not v or len(v) > 400:
+            raise ScenarioError(f + ": expected a token (20 digits or envelope hex)")
+        return v
+
     def fault(v, f):
         if v not in FAULTS:
             raise ScenarioError(f + ": unknown fault " + repr(v) + " (" + ", ".join(FAULTS) + ")")
@@ -170,4 +175,6 @@ def normalise(sc):
         "relay_closed": relay_closed,
         "power_cuts": power_cuts,
         "flash_sectors": _int(sc, "flash_sectors", 2, 256, default=16),
+        "enter": _steps(sc, "enter", "token", duration, token_text),
+        "vending_key": sc.get("vending_key"),
     }
