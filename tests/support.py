@@ -32,3 +32,74 @@ def skip(reason):
     if pytest is not None:
         pytest.skip(reason)
     raise Skipped(reason)
+
+
+_made = [0]
+
+
+def tmpdir(prefix="meter_test"):
+    """A fresh directory under /tmp (os only: MicroPython has no tempfile)."""
+    import os
+
+    while True:
+        _made[0] += 1
+        name = "/tmp/%s_%d_%d" % (prefix, _ticks(), _made[0])
+        try:
+            os.mkdir(name)
+            return name
+        except OSError:
+            pass
+
+
+def _ticks():
+    import time
+
+    return time.time_ns() // 1000 if hasattr(time, "time_ns") else int(time.time() * 1e6)
+
+
+def rmtree(d):
+    """Remove a directory tree made by tmpdir()."""
+    import os
+
+    for name in os.listdir(d):
+        p = d + "/" + name
+        try:
+            os.remove(p)
+        except OSError:
+            rmtree(p)
+    os.rmdir(d)
+
+
+def drive(clock, coro, limit_ms=600000):
+    """Run coro on a tools.sim VirtualClock until it finishes; return its result or
+    raise what it raised (AssertionError if still waiting at limit_ms)."""
+    import asyncio
+
+    box = {}
+
+    async def wrap():
+        try:
+            box["v"] = await coro
+        except Exception as e:
+            box["e"] = e
+        box["done"] = True
+
+    async def main():
+        asyncio.create_task(wrap())
+        while "done" not in box and clock.now < limit_ms:
+            await clock.run(clock.now + 50)
+
+    asyncio.run(main())
+    assert "done" in box, "still waiting at %d ms" % clock.now
+    if "e" in box:
+        raise box["e"]
+    return box.get("v")
+
+
+def fails(exc_type, clock, coro):
+    """drive() a coroutine that must raise exc_type; return the exception."""
+    try:
+        drive(clock, coro)
+    except exc_type as e:
+        return e
+    raise AssertionError("expected " + exc_type.__name__)

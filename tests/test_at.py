@@ -84,35 +84,8 @@ def _rig(line_baud=0, echo=False, **kw):
     return clock, uart, fake, at
 
 
-def _drive(clock, coro, limit_ms=600000):
-    """Run coro in virtual time; return its result (or raise what it raised)."""
-    box = {}
-
-    async def wrap():
-        try:
-            box["v"] = await coro
-        except Exception as e:
-            box["e"] = e
-        box["done"] = True
-
-    async def main():
-        asyncio.create_task(wrap())
-        while "done" not in box and clock.now < limit_ms:
-            await clock.run(clock.now + 50)
-
-    asyncio.run(main())
-    assert "done" in box, "still waiting at %d ms" % clock.now
-    if "e" in box:
-        raise box["e"]
-    return box.get("v")
-
-
-def _fails(exc_type, clock, coro):
-    try:
-        _drive(clock, coro)
-    except exc_type as e:
-        return e
-    raise AssertionError("expected " + exc_type.__name__)
+_drive = support.drive
+_fails = support.fails
 
 
 # -- finals ------------------------------------------------------------------------

@@ -60,34 +60,8 @@ def _vrig(dialect="simcom", powered=True, timeouts=None, **model_kw):
     return clock, model, cell, pwr
 
 
-def _drive(clock, coro, limit_ms=600000):
-    box = {}
-
-    async def wrap():
-        try:
-            box["v"] = await coro
-        except Exception as e:
-            box["e"] = e
-        box["done"] = True
-
-    async def main():
-        asyncio.create_task(wrap())
-        while "done" not in box and clock.now < limit_ms:
-            await clock.run(clock.now + 50)
-
-    asyncio.run(main())
-    assert "done" in box, "still waiting at %d ms" % clock.now
-    if "e" in box:
-        raise box["e"]
-    return box.get("v")
-
-
-def _fails(exc_type, clock, coro):
-    try:
-        _drive(clock, coro)
-    except exc_type as e:
-        return e
-    raise AssertionError("expected " + exc_type.__name__)
+_drive = support.drive
+_fails = support.fails
 
 
 def _running(clock, cell, steps):

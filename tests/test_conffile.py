@@ -8,34 +8,16 @@ test_lfs_cuts.py; vfs exists only under MicroPython, so they skip under CPython.
 
 import json
 import os
-import time
+
+import support
 
 from firmware import conffile
 from firmware.conffile import BAK, MAIN, MISSING, NEW
 from firmware.settings import Settings
 
-_made = [0]
 
-
-def _tmpdir():
-    while True:
-        _made[0] += 1
-        d = "/tmp/conffile_test_%d_%d" % (time.time_ns() // 1000, _made[0])
-        try:
-            os.mkdir(d)
-            return d
-        except OSError:
-            pass
-
-
-def _rmtree(d):
-    for name in os.listdir(d):
-        p = d + "/" + name
-        try:
-            os.remove(p)
-        except OSError:
-            _rmtree(p)
-    os.rmdir(d)
+_tmpdir = support.tmpdir
+_rmtree = support.rmtree
 
 
 def _read(path):

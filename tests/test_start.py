@@ -7,7 +7,6 @@ its pieces (parse_settings, load_settings, report_config, save_calibration) are.
 
 import json
 import os
-import time
 
 import support
 from drivers.atm90e26 import defaults, validate
@@ -18,7 +17,6 @@ from firmware import start
 from firmware.meter import Meter
 from firmware.wallclock import WallClock
 
-_made = [0]
 
 GOOD = {
     "meter_id": "M0001",
@@ -29,21 +27,8 @@ GOOD = {
 }
 
 
-def _tmpdir():
-    while True:
-        _made[0] += 1
-        d = "/tmp/start_test_%d_%d" % (time.time_ns() // 1000, _made[0])
-        try:
-            os.mkdir(d)
-            return d
-        except OSError:
-            pass
-
-
-def _rmtree(d):
-    for name in os.listdir(d):
-        os.remove(d + "/" + name)
-    os.rmdir(d)
+_tmpdir = support.tmpdir
+_rmtree = support.rmtree
 
 
 def _in_tmp(fn):

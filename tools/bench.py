@@ -32,7 +32,15 @@
   max_loss_per_cut  the most unsaved charge one power cut lost, over 50 random cuts in a
                     10 kW day (money, the currency's units)
 
-Usage: python tools/bench.py [section ...]   sections: tick, sim, heap, journal
+  token_verify_us_compact / _envelope  median time to check one valid token of each
+                    format under micropython (p99 and heap per check beside them;
+                    tools/bench_tokens_mpy.py)
+  opg_decode_us_c100, opg_decode_alloc_c100  our OpenPAYGO Token decode at count 100,
+                    time and allocation, beside the stock `openpaygo` decoder's
+                    (opg_stock_*) on the same tokens under the same interpreter
+                    (tools/bench_openpaygo_mpy.py)
+
+Usage: python tools/bench.py [section ...]   sections: tick, sim, heap, journal, tokens
 """
 
 import copy
@@ -76,9 +84,9 @@ RING_SECTORS = 16
 SLOTS_PER_SECTOR = 16
 
 
-def mpy_json(script, heap):
+def mpy_json(script, heap, args=()):
     out = subprocess.run(
-        [host.micropython_cmd(), "-X", "heapsize=" + heap, str(ROOT / script)],
+        [host.micropython_cmd(), "-X", "heapsize=" + heap, str(ROOT / script), *args],
         cwd=str(ROOT),
         env=host.mpy_env(),
         capture_output=True,
@@ -154,10 +162,15 @@ def main(sections):
         figures["week_errors"] = report["final"]["errors"]
     if "journal" in sections:
         journal_figures(figures)
+    if "tokens" in sections:
+        figures.update(mpy_json("tools/bench_tokens_mpy.py", "256wk"))
+        site = next((ROOT / ".venv/lib").glob("python*/site-packages"), None)
+        opg = [str(site)] if site else []
+        figures.update(mpy_json("tools/bench_openpaygo_mpy.py", "8M", opg))
     print(json.dumps(figures, indent=1, sort_keys=True))
 
 
-SECTIONS = ("tick", "sim", "heap", "journal")
+SECTIONS = ("tick", "sim", "heap", "journal", "tokens")
 
 if __name__ == "__main__":
     asked = sys.argv[1:] or SECTIONS
