@@ -8,8 +8,8 @@
                     ATM90E26 model's own code and state and the NOR flash model's bytes
                     (host-side hardware); the relay, mains and clock models and the
                     runner are still counted
-  peak_heap_bytes_ideal_64wk  the same week on the ideal energy source (no chip model),
-                    run under `-X heapsize=64wk` (64 K words: the ESP32's 64 KB of objects)
+  peak_heap_bytes_ideal_96wk  the same week on the ideal energy source (no chip model),
+                    firmware as .mpy, run under `-X heapsize=96wk` (see IDEAL_HEAP)
   tick_us_chip_model  the same tick reading the driver over SPI from the chip model
   spi_transfers_per_tick, spi_bus_us_per_tick  SPI accesses per tick and their bus time
                     at 115.2 kHz on the board
@@ -79,6 +79,11 @@ def week():
     return sc
 
 
+# The ideal-source week's heap. 64 K words (130 KB on the host) held the firmware and
+# the simulator's runner until the token code arrived; the firmware's code (.mpy here,
+# loaded into the heap) no longer fits beside the runner there. The board image freezes
+# the firmware into flash, which takes its code out of the heap.
+IDEAL_HEAP = "96wk"
 ERASE_CYCLES = 100000
 RING_SECTORS = 16
 SLOTS_PER_SECTOR = 16
@@ -154,9 +159,9 @@ def main(sections):
         with tempfile.TemporaryDirectory() as mpy:
             host.compile_firmware(mpy)
             ideal = host.run(
-                dict(week(), meter="ideal", flash_sectors=2), heap="64wk", mpy_dir=mpy
+                dict(week(), meter="ideal", flash_sectors=2), heap=IDEAL_HEAP, mpy_dir=mpy
             )
-        figures["peak_heap_bytes_ideal_64wk"] = (
+        figures["peak_heap_bytes_ideal_" + IDEAL_HEAP] = (
             ideal["final"]["live_heap_peak"] - ideal["final"]["model_heap"]
         )
         figures["week_errors"] = report["final"]["errors"]
