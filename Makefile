@@ -12,7 +12,7 @@ STAMP := $(VENV)/.dev-deps.stamp
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard firmware drivers tools tests boot.py main.py)
 
-.PHONY: venv test demo bench lint format clean distclean
+.PHONY: venv deps test demo bench lint format clean distclean
 
 venv: $(STAMP)
 
@@ -29,14 +29,22 @@ $(STAMP): $(REQS)
 	$(PY) -m pip install --disable-pip-version-check -q -r $(REQS)
 	@touch $@
 
-test: venv
+# micropython-lib packages the firmware uses (not in the tree; see tools/fetch_deps.py)
+DEPS := lib/umqtt/simple.py
+
+$(DEPS): tools/fetch_deps.py | $(PY)
+	$(PY) tools/fetch_deps.py
+
+deps: $(DEPS)
+
+test: venv $(DEPS)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-demo: venv
+demo: venv $(DEPS)
 	@mkdir -p out
 	$(PY) -m tools.sim scenarios/household.json --report out/demo-report.json --plot out/demo.png --summary
 
-bench: venv
+bench: venv $(DEPS)
 	$(PY) tools/bench.py
 
 lint: venv
@@ -52,4 +60,4 @@ clean:
 		| xargs -0 rm -rf
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) lib
