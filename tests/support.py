@@ -103,3 +103,17 @@ def fails(exc_type, clock, coro):
     except exc_type as e:
         return e
     raise AssertionError("expected " + exc_type.__name__)
+
+
+def read_file(path):
+    """A file's bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)

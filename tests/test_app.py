@@ -7,7 +7,6 @@ StateFile in a scratch directory); the tests run the App's tasks in virtual time
 """
 
 import asyncio
-import os
 
 import support
 
@@ -34,18 +33,8 @@ PRICEY = {"type": "flat", "price_per_kwh": "1.0000"}
 # -- scaffolding -------------------------------------------------------------------
 
 
-def _tmpdir():
-    name = "/tmp/meter-test-"
-    for b in os.urandom(6):
-        name += "0123456789abcdef"[b >> 4] + "0123456789abcdef"[b & 15]
-    os.mkdir(name)
-    return name
-
-
-def _rmtree(d):
-    for f in os.listdir(d):
-        os.remove(d + "/" + f)
-    os.rmdir(d)
+_tmpdir = support.tmpdir
+_rmtree = support.rmtree
 
 
 def _settings(extra=None):
@@ -397,14 +386,8 @@ def _fields(n):
     return tuple(n * 1000 + i - 7 for i in range(N))
 
 
-def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
+_read = support.read_file
+_write = support.write_file
 
 
 def test_statefile_round_trip_and_alternation():

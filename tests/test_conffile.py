@@ -20,17 +20,8 @@ _tmpdir = support.tmpdir
 _rmtree = support.rmtree
 
 
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
+_read = support.read_file
+_write = support.write_file
 
 
 def _files(d):

@@ -196,17 +196,8 @@ def sweep(image, action, check, point):
     return outcomes, after, log
 
 
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
+_read = support.read_file
+_write = support.write_file
 
 
 def _content(gen, size):

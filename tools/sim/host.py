@@ -4,8 +4,10 @@ The report (public format, see README): money as decimal strings at the meter's 
 internal precision (the currency's minor unit), energy in Wh with mWh decimals.
 """
 
+import datetime
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 from firmware.money import format_decimal
 from firmware.policy import CONTROL_STATES
 from tools.sim.scenario import ScenarioError, normalise
+from tools.vend import core
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,10 +64,6 @@ def vend_topups(norm):
     Without a `vending_key` key store a fresh vending key and (when the settings name
     none) a fresh meter id are made, so every scenario runs. Adds "meter_key" (the key
     file the meter loads, hex)."""
-    import secrets
-
-    from tools.vend import core
-
     path = norm.get("vending_key")
     try:
         vk = core.load_keystore(path) if path else secrets.token_bytes(32)
@@ -82,8 +81,6 @@ def vend_topups(norm):
     key = core.meter_key(vk, meter_id)
     norm["meter_key"] = core.meter_key_record(key, 0, 255).hex()
     y, mo, dd, sod = norm["start"]
-    import datetime
-
     t0 = core.stamp_of(datetime.datetime(y, mo, dd) + datetime.timedelta(seconds=sod))
     vended = []
     for i, (at_s, amount) in enumerate(norm["topups"]):

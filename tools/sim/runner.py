@@ -166,8 +166,8 @@ def main(path):
 
     end_ms = sc["duration_s"] * 1000
     cuts = 0
-    done = {"ticks": 0, "errors": 0, "saves": 0, "lost_mwh": 0, "lost_charge": 0}
-    done["lost_charge_max"] = 0
+    done = {"ticks": 0, "errors": 0, "saves": 0}
+    done.update({"lost_mwh": 0, "lost_charge": 0, "lost_charge_max": 0})
     while True:
         try:
             asyncio.run(go())
