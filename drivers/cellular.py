@@ -7,7 +7,7 @@ of it back after a link drop or a modem reboot, with exponential backoff and jit
     cell = Cellular(uart, clock, dialect="simcom", apn="iot.apn", pwrkey=Pin(4, Pin.OUT))
     asyncio.create_task(cell.run())          # bring-up, reconnect, data pump, telemetry
     sock = await cell.connect("broker.example", 1883, 60000)  # open() + backoff, jitter
-    umqtt.simple.socket = SocketModule(sock) # then MQTTClient(...) as usual, see below
+    # then firmware/mqtt.py's Session speaks MQTT over it
     cell.telemetry()  # state, reg (+roaming), csq, rssi_dbm, resets, drops, last_error
 
 Dialects: "simcom" (A7670/A76xx, SIM7600: AT+NETOPEN, AT+CIPOPEN, AT+CIPSEND with a fixed
@@ -353,19 +353,6 @@ class ModemSocket:
             self.state = _CLOSED
             if self.error is None:
                 self.error = reason
-
-
-class SocketModule:
-    """Stands in for umqtt.simple's `socket` module: `umqtt.simple.socket = SocketModule(s)`."""
-
-    def __init__(self, sock):
-        self.sock = sock
-
-    def socket(self, *args):
-        return self.sock
-
-    def getaddrinfo(self, host, port, *args):
-        return [(2, 1, 0, "", (host, port))]  # the modem resolves the name itself
 
 
 class Cellular:

@@ -25,6 +25,7 @@ from firmware import meter as meter_mod
 from firmware.intake import STATE_FIELDS as INTAKE_FIELDS
 from firmware.intake import Intake
 from firmware.meter import Meter
+from firmware.settings import Settings
 from firmware.wallclock import WallClock
 
 _PATTERN = {
@@ -36,9 +37,13 @@ _PATTERN = {
 }
 
 
-# The journal record: the meter's state, then the token memory (one atomic write).
-STATE_FIELDS = meter_mod.STATE_FIELDS + INTAKE_FIELDS
+# The journal record: the meter's state, the token memory, then the app's own counters
+# (one atomic write): `boots` numbers the signed messages of each start (with a
+# sequence number in RAM), `cmd_id` is the last back-office command applied.
+APP_FIELDS = ("boots", "cmd_id")
+STATE_FIELDS = meter_mod.STATE_FIELDS + INTAKE_FIELDS + APP_FIELDS
 _NM = len(meter_mod.STATE_FIELDS)
+_NI = _NM + len(INTAKE_FIELDS)
 
 
 class App:
@@ -52,10 +57,17 @@ class App:
         self._acc_ms = 0
         self._relay_flag = asyncio.Event()
         self._persist_flag = asyncio.Event()
+        self.on_settings = on_settings
+        self.late_ms_max = 0  # longest a metering tick came after its time (loop stalls)
+        self.boots = 1
+        self.cmd_id = 0
         state = board.store.load()
         if state is not None:
             self.meter.restore(state[:_NM])
-            self.intake.restore(state[_NM:])
+            self.intake.restore(state[_NM:_NI])
+            self.boots = state[_NI] + 1
+            self.cmd_id = state[_NI + 1]
+        self.boots_saved = False  # this start's number is not in the journal yet
         self.meter.log.listeners.append(self._on_event)
         if hasattr(board.source, "on_event"):  # the metering chip reports its faults
             board.source.on_event = self._source_event
@@ -90,6 +102,8 @@ class App:
         elif self.board.relay.closed is not False:
             self._relay_flag.set()
         s = m.settings
+        if s.tariff_next_from and m.clock.stamp() >= s.tariff_next_from:
+            self._activate_tariff()
         clk = self.board.clock
         since = clk.ticks_diff(clk.ticks_ms(), self._saved_at)
         if since >= s.persist_s * 1000 or (
@@ -97,6 +111,33 @@ class App:
             and since >= s.persist_min_s * 1000
         ):
             self._persist_flag.set()
+
+    def _activate_tariff(self):
+        """The passive tariff becomes the active one (DLMS activation time reached)."""
+        m = self.meter
+        raw = dict(m.settings.raw)
+        raw["tariff"] = raw["tariff_next"]
+        raw["tariff_next"] = None
+        raw["tariff_next_from"] = ""
+        self._configure(raw)
+        m.log.emit(m.clock.stamp(), ev.TARIFF_ACTIVATED, m.ledger.balance, m.price_now())
+
+    def change_settings(self, changes):
+        """Apply {key: value} changes (JSON values, as in settings.json) validated as a
+        whole; ValueError naming the field, and nothing changed, when refused."""
+        raw = dict(self.meter.settings.raw)
+        for k in changes:
+            if k not in raw:
+                raise ValueError(k + ": unknown setting")
+            raw[k] = changes[k]
+        self._configure(raw)
+
+    def _configure(self, raw):
+        s = Settings(raw)
+        self.meter.configure(s)
+        if self.on_settings is not None:
+            self.on_settings(s.raw)
+        self.request_relay()
 
     def _source_event(self, kind, detail):
         m = self.meter
@@ -131,7 +172,10 @@ class App:
         self._relay_flag.set()
 
     def save(self):
-        self.board.store.save(self.meter.snapshot() + self.intake.to_fields())
+        self.board.store.save(
+            self.meter.snapshot() + self.intake.to_fields() + (self.boots, self.cmd_id)
+        )
+        self.boots_saved = True
         self._saved_charged = self.meter.ledger.charged
         self._saved_at = self.board.clock.ticks_ms()
         self._persist_flag.clear()
@@ -143,6 +187,9 @@ class App:
         while True:
             await clk.sleep_ms(self.tick_ms)
             now = clk.ticks_ms()
+            late = clk.ticks_diff(now, last) - self.tick_ms
+            if late > self.late_ms_max:
+                self.late_ms_max = late
             try:
                 self.step(clk.ticks_diff(now, last))
             except Exception as e:  # a bad reading must not stop billing

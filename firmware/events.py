@@ -31,6 +31,10 @@ CONFIG_FALLBACK = "config_fallback"
 TOKEN_REJECTED = "token_rejected"
 TOKEN_ACCEPTED = "token_accepted"
 SETTING_REFUSED = "setting_refused"
+# The back office (firmware/comms.py): the passive tariff became active (detail: the new
+# price now), a command changed the settings or the relay (detail: the command id).
+TARIFF_ACTIVATED = "tariff_activated"
+REMOTE_COMMAND = "remote_command"
 # No usable settings file: running on defaults; detail 0: no file, 1: files all bad.
 CONFIG_DEFAULTS = "config_defaults"
 

@@ -6,8 +6,9 @@ HMAC-SHA256(vending key, "PM1 meter key" || meter id (u64 BE) || 0x00); each lat
 is HMAC-SHA256(previous meter key, "PM1 next key" || r || M_r), where the 80-bit M_r =
 HMAC-SHA256(vending key, "PM1 key change" || meter id || r)[:10] travels to the meter in a key
 change (two compact halves or one envelope), encrypted and authenticated under the previous
-key. From a meter key the three working keys are split off with their own labels: AES-128
-(envelope encryption), HMAC-SHA256 (envelope tag) and the compact tokens' Feistel key.
+key. From a meter key the working keys are split off with their own labels: AES-128
+(envelope encryption), HMAC-SHA256 (envelope tag), the compact tokens' Feistel key and
+HMAC-SHA256 of the signed MQTT messages (label "PM1 msg", firmware/signed.py).
 
 Key expiry follows STS's key expiry number (KEN): a key is valid for times whose top 8 bits
 (stamp >> 24: periods of 2^24 s, about 194 days, since 2000-01-01) are at most its KEN;
@@ -42,6 +43,7 @@ _LABEL_ENC = b"PM1 enc"
 _LABEL_MAC = b"PM1 mac"
 _LABEL_F64 = b"PM1 f64"
 _LABEL_FINGERPRINT = b"PM1 fingerprint"
+_LABEL_MSG = b"PM1 msg"
 
 
 class Hmac:
@@ -149,6 +151,7 @@ class MeterKey:
         self._enc = None
         self._mac = None
         self._f64 = None
+        self._msg = None
 
     def enc_key(self):
         """AES-128 key of the envelope."""
@@ -167,6 +170,12 @@ class MeterKey:
         if self._f64 is None:
             self._f64 = hmac_sha256(self.key, _LABEL_F64)
         return self._f64
+
+    def msg_mac(self):
+        """Hmac object keyed for the signed MQTT messages (firmware/signed.py)."""
+        if self._msg is None:
+            self._msg = Hmac(hmac_sha256(self.key, _LABEL_MSG))
+        return self._msg
 
     def fingerprint(self):
         """8 hex digits that name the key without revealing it (for logs and support)."""

@@ -215,6 +215,18 @@ class CreditControl:
         self._apply()
         return True
 
+    def remote(self, open_):
+        """The back office's relay command: open cuts the supply whatever the credit
+        (until a close); close lifts only that reason (credit rules still apply, and
+        `reconnect_needs_button` still waits for the customer). True when it changed."""
+        before = self.open_reasons
+        if open_:
+            self.open_reasons |= OPEN_REMOTE
+        else:
+            self.open_reasons &= ~OPEN_REMOTE
+        self._apply()
+        return self.open_reasons != before
+
     # -- reporting ------------------------------------------------------------
     def credit_status(self):
         bal = self.ledger.balance

@@ -6,13 +6,16 @@ without parsing. Every error names the field, e.g. "tariff.bands[0].from: ...".
 """
 
 from firmware import money, tariff
-from firmware.wallclock import parse_date, parse_days, parse_hhmm
+from firmware.wallclock import days_from_2000, parse_date, parse_datetime, parse_days, parse_hhmm
 
 # key: (kind, default, minimum, maximum) -- bounds apply to int kinds
 SCHEMA = {
     "meter_id": ("str", "00000000", None, None),
     "currency_decimals": ("int", 2, 0, 4),
     "tariff": ("tariff", {"type": "flat", "price_per_kwh": "0.2000"}, None, None),
+    # The passive tariff (DLMS): becomes `tariff` at `tariff_next_from` (local time).
+    "tariff_next": ("tariff_opt", None, None, None),
+    "tariff_next_from": ("datetime", "", None, None),
     "standing_charge_per_day": ("money", "0", None, None),
     "standing_charge_when_off": ("bool", True, None, None),
     "low_credit": ("money", "2.00", None, None),
@@ -34,7 +37,17 @@ SCHEMA = {
     "persist_money": ("money", None, None, None),  # default: 10 minor units
     "persist_s": ("int", 900, 10, 86400),
     "persist_min_s": ("int", 60, 1, 3600),
+    # The back office over MQTT (firmware/comms.py); no host: no MQTT at all.
+    "mqtt_host": ("text", "", None, None),
+    "mqtt_port": ("int", 1883, 1, 65535),
+    "mqtt_keepalive_s": ("int", 60, 10, 3600),
+    "topic_prefix": ("str", "meters", None, None),
+    "state_period_s": ("int", 900, 10, 86400),
+    "modem": ("str", "simcom", None, None),
+    "apn": ("text", "", None, None),
 }
+
+MODEMS = ("simcom", "quectel")
 
 
 class Settings:
@@ -59,6 +72,10 @@ class Settings:
             raise ValueError("reconnect_min: must be above zero (hysteresis against chatter)")
         if self.low_credit < self.reconnect_min:
             raise ValueError("low_credit: must not be below reconnect_min")
+        if (self.tariff_next is None) != (self.tariff_next_from == 0):
+            raise ValueError("tariff_next: needs tariff_next_from (and the other way round)")
+        if self.modem not in MODEMS:
+            raise ValueError("modem: one of " + ", ".join(MODEMS))
 
     def _set(self, key, value):
         kind, _, lo, hi = SCHEMA[key]
@@ -74,6 +91,9 @@ class Settings:
         elif kind == "str":
             if not isinstance(value, str) or not value:
                 raise ValueError(key + ": expected a non-empty string")
+        elif kind == "text":
+            if not isinstance(value, str):
+                raise ValueError(key + ": expected a string")
         elif kind == "money":
             if value is None:
                 value = 10
@@ -81,6 +101,10 @@ class Settings:
                 value = money.check_small(money.parse_money(value, d, key), key)
         elif kind == "tariff":
             value = tariff.from_config(value, d, key)
+        elif kind == "tariff_opt":
+            value = None if value is None else tariff.from_config(value, d, key)
+        elif kind == "datetime":
+            value = parse_stamp(value, key) if value else 0
         elif kind == "windows":
             value = parse_windows(value, key)
         elif kind == "dates":
@@ -92,6 +116,14 @@ class Settings:
         raw = dict(self.raw)
         raw[key] = value
         return Settings(raw)
+
+
+def parse_stamp(text, field):
+    """'YYYY-MM-DDTHH:MM[:SS]' local time -> meter stamp (seconds since 2000-01-01)."""
+    if isinstance(text, str) and len(text) == 16:
+        text += ":00"
+    y, m, d, sod = parse_datetime(text, field)
+    return days_from_2000(y, m, d) * 86400 + sod
 
 
 def parse_windows(items, field):

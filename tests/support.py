@@ -117,3 +117,33 @@ def read_file(path):
 def write_file(path, data):
     with open(path, "wb") as f:
         f.write(data)
+
+
+def import_umqtt():
+    """micropython-lib umqtt.simple is a dependency, never in the tree: look in lib/,
+    or $UMQTT_DIR; `make deps` puts the PyPI 1.3.4 sdist's module in lib/."""
+    import os
+    import socket
+
+    if sys.implementation.name != "micropython":
+        import binascii
+        import struct
+
+        for old, new in (("usocket", socket), ("ustruct", struct), ("ubinascii", binascii)):
+            if old not in sys.modules:
+                sys.modules[old] = new
+    cands = ["lib"]
+    d = os.getenv("UMQTT_DIR") if hasattr(os, "getenv") else None
+    if d:
+        cands.insert(0, d)
+    for d in cands:
+        try:
+            os.stat(d + "/umqtt/simple.py")
+        except OSError:
+            continue
+        if d not in sys.path:
+            sys.path.insert(0, d)
+        import umqtt.simple
+
+        return umqtt.simple
+    raise AssertionError("umqtt.simple not found in lib/: run `make deps` (or set UMQTT_DIR)")

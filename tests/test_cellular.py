@@ -14,7 +14,6 @@ import asyncio
 import errno
 import os
 import socket
-import sys
 
 import support
 
@@ -23,11 +22,11 @@ from drivers.cellular import (
     Backoff,
     Cellular,
     CellularError,
-    SocketModule,
     csq_to_dbm,
     mqtt_packet_len,
 )
 from firmware.clock import Clock
+from firmware.mqtt import SocketModule
 from tools.sim.hw import SimPin
 from tools.sim.modem import ModemModel
 from tools.sim.uart import SimUART
@@ -695,35 +694,8 @@ def test_socket_sync_calls_never_wait():
 # -- umqtt.simple over the modem socket ----------------------------------------------
 
 
-def _import_umqtt():
-    """micropython-lib umqtt.simple is a dependency, never in the tree: look in lib/,
-    or $UMQTT_DIR; `make deps` puts the PyPI 1.3.4 sdist's module in lib/."""
-    if sys.implementation.name != "micropython":
-        import binascii
-        import struct
-
-        for old, new in (("usocket", socket), ("ustruct", struct), ("ubinascii", binascii)):
-            if old not in sys.modules:
-                sys.modules[old] = new
-    cands = ["lib"]
-    d = os.getenv("UMQTT_DIR") if hasattr(os, "getenv") else None
-    if d:
-        cands.insert(0, d)
-    for d in cands:
-        try:
-            os.stat(d + "/umqtt/simple.py")
-        except OSError:
-            continue
-        if d not in sys.path:
-            sys.path.insert(0, d)
-        import umqtt.simple
-
-        return umqtt.simple
-    raise AssertionError("umqtt.simple not found in lib/: run `make deps` (or set UMQTT_DIR)")
-
-
 def test_umqtt_simple_calls_work_over_the_modem_socket_without_blocking():
-    simple = _import_umqtt()
+    simple = support.import_umqtt()
 
     async def body(clock, model, cell, server):
         sock = await cell.open("127.0.0.1", server.port, 5000)
