@@ -4,7 +4,8 @@
 
     {"spi": 2, "sck": 18, "mosi": 23, "miso": 19, "cs": 5, "spi_hz": 115200,
      "relay_set": 25, "relay_reset": 26, "led": 2, "buzzer": 4,
-     "meter_constant": 3200, "max_w": 30000}
+     "meter_constant": 3200, "max_w": 30000,
+     "modem_uart": 2, "modem_tx": 17, "modem_rx": 16, "modem_pwrkey": 27, "modem_baud": 115200}
 
 These defaults are a generic ESP32 DevKit wiring (VSPI for the ATM90E26, which must be
 isolated from the MCU where its ground is tied to the phase). The board object gives
@@ -33,6 +34,11 @@ DEFAULT_PINS = {
     "buzzer": 4,
     "meter_constant": 3200,
     "max_w": 30000,
+    "modem_uart": 2,
+    "modem_tx": 17,
+    "modem_rx": 16,
+    "modem_pwrkey": 27,
+    "modem_baud": 115200,
 }
 
 
@@ -40,6 +46,7 @@ class Board:
     def __init__(self, pins, store, clock, calibration=None, relay_pulse_ms=80, relay_min_ms=1000):
         p = dict(DEFAULT_PINS)
         p.update(pins or {})
+        self.pins = p
         Pin = machine.Pin
         self.clock = clock
         self.store = store
@@ -69,6 +76,31 @@ class Board:
         )
         self.indicator = Indicator(
             clock, led=Pin(p["led"], Pin.OUT, value=0), buzzer=Pin(p["buzzer"], Pin.OUT, value=0)
+        )
+
+    def modem(self, settings):
+        """The cellular modem on its UART (timeout 0: reads never wait; a 2 KB receive
+        buffer holds a whole AT+CIPRXGET reply) with PWRKEY through an NPN stage."""
+        from drivers.cellular import Cellular
+
+        p = self.pins
+        Pin = machine.Pin
+        uart = machine.UART(
+            p["modem_uart"],
+            baudrate=p["modem_baud"],
+            tx=p["modem_tx"],
+            rx=p["modem_rx"],
+            timeout=0,
+            rxbuf=2048,
+        )
+        pwrkey = Pin(p["modem_pwrkey"], Pin.OUT, value=0)
+        return Cellular(
+            uart,
+            self.clock,
+            dialect=settings.modem,
+            apn=settings.apn,
+            pwrkey=pwrkey,
+            baud=p["modem_baud"],
         )
 
     @staticmethod

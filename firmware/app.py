@@ -52,6 +52,7 @@ class App:
         self.tick_ms = tick_ms
         self.meter = Meter(settings, WallClock(*board.local_time()))
         self.intake = Intake(self, key, key_path=key_path, on_settings=on_settings)
+        self.comms = None  # firmware/comms.py when the settings name a broker
         self.errors = 0
         self.ticks = 0
         self._acc_ms = 0
@@ -76,6 +77,9 @@ class App:
         self.meter.log.emit(
             self.meter.clock.stamp(), ev.BOOT, self.meter.ledger.balance, 1 if state else 0
         )
+        # Credit rules before the relay task first looks: a new meter with no credit
+        # must not close its relay for the one tick before the first evaluation.
+        self.meter.control.evaluate()
         self._saved_charged = self.meter.ledger.charged
         self._saved_at = board.clock.ticks_ms()
         # After a reboot re-assert the journaled relay state with one pulse in the same
@@ -171,10 +175,12 @@ class App:
     def request_relay(self):
         self._relay_flag.set()
 
+    def fields(self):
+        """The journal record now (STATE_FIELDS)."""
+        return self.meter.snapshot() + self.intake.to_fields() + (self.boots, self.cmd_id)
+
     def save(self):
-        self.board.store.save(
-            self.meter.snapshot() + self.intake.to_fields() + (self.boots, self.cmd_id)
-        )
+        self.board.store.save(self.fields())
         self.boots_saved = True
         self._saved_charged = self.meter.ledger.charged
         self._saved_at = self.board.clock.ticks_ms()
@@ -228,6 +234,8 @@ class App:
         out = [self.metering_task(), self.relay_task(), self.persist_task()]
         if self.board.indicator is not None:
             out.append(self.board.indicator.run())
+        if self.comms is not None:
+            out += [self.comms.link.run(), self.comms.run()]
         return out
 
     async def run(self):

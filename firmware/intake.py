@@ -1,14 +1,16 @@
 """The one credit path: every token, whatever brought it (keypad, technician REPL, MQTT,
 LoRaWAN, SMS), is checked, applied, journaled and answered here.
 
-    answer = intake.enter(token)   # token: 20 digits, or an envelope (bytes or hex)
+    answer = intake.enter(token)   # token: 20 digits, an envelope (bytes or hex), or
+                                   # an OpenPAYGO Token when opaygo.key is installed
 
 Order, so that no power cut can split a credit from its token id:
-1. `Tokens.check()` decides (pure; never raises);
+1. `Tokens.check()` (or the OpenPAYGO decoder) decides (pure; never raises);
 2. a key change stores the new key file first (atomic, firmware/conffile.py): a cut
    after it leaves the old id unspent, and the same token applies again;
 3. the effect (credit, or a management change) goes into RAM, `Tokens.commit()` spends
-   the id (or counts a failed guess toward the lock-out);
+   the id (or counts a failed guess toward the lock-out; OpenPAYGO: the decoder's
+   commit marks the count used);
 4. one journal record holds the balance and the spent id together (App.save), and only
    then is the answer given. A cut before 4 loses both; after it, both are kept.
 
@@ -18,14 +20,41 @@ Management tokens: max power (W), low-credit threshold (minor units), clear tamp
 settings file, when the builder wires it). Every answer is also an event:
 `token_rejected` (detail: the result code) or, for management tokens,
 `token_accepted` (detail: the token id); a credit logs `topup` as before.
+
+OpenPAYGO Token (firmware/openpaygo.py), the third keypad format, is on when the file
+`opaygo.key` (firmware/opaygokey.py) sits beside the meter key; its part of the path is
+firmware/opaygo_intake.py, loaded only then. Routing: a digit string of one of its
+lengths (9; 15 with the restricted digit set; with extended tokens also 12, or 20 of
+digits 1-4) goes to its decoder, except 20 digits, the compact token's length: those are
+checked as a compact token first, and only when that answer is neither an acceptance nor
+Lockout are they given to the OpenPAYGO decoder, whose answer replaces the compact one
+only when the digits match a count of its window (accepted, Used, Range, Overflow).
+Digits that are neither keep the compact answer (Format or CRC, counted once). Its two
+state integers follow the token memory in the journal record (OPG_FIELDS); they are kept
+as they are while no key file is installed.
 """
+
+import os
 
 from firmware import events as ev
 from firmware import money, replay
+from firmware import tokencodes as rc
 from firmware.settings import Settings
 from firmware.tokens import Tokens  # a token without a key answers NotReady
 
-STATE_FIELDS = replay.STATE_FIELDS
+OPAYGO = "openpaygo"  # Result.format of an OpenPAYGO token
+OPAYGO_FILE = "opaygo.key"
+# firmware.openpaygo.STATE_FIELDS (spelled out: that module loads only when configured)
+OPG_FIELDS = ("opg_count", "opg_used")
+STATE_FIELDS = replay.STATE_FIELDS + OPG_FIELDS
+_NR = len(replay.STATE_FIELDS)
+_NS = len(STATE_FIELDS)
+
+
+def opaygo_path_for(key_path):
+    """opaygo.key beside the meter key file."""
+    i = key_path.rfind("/")
+    return (key_path[: i + 1] if i >= 0 else "") + OPAYGO_FILE
 
 
 class Intake:
@@ -39,36 +68,82 @@ class Intake:
         self.key_path = key_path
         self.on_settings = on_settings
         self.last = None  # (result, balance) of the latest token, for displays and acks
+        self.opaygo = None  # opaygo_intake.Opaygo while opaygo.key is installed
+        self.opaygo_report = None  # (source, reason) when opaygo.key is there but bad
+        self._opg_state = (0, 0)  # the journaled OpenPAYGO state while it is off
+        self.opaygo_path = opaygo_path_for(key_path) if key_path else None
+        self.load_opaygo()
+
+    def load_opaygo(self):
+        """(Re)read opaygo.key: OpenPAYGO is on when a copy of it is good, off when there
+        is none (silently: nothing more is loaded) or none is good (printed, an event and
+        `opaygo_report`, see opaygo_intake.load). Returns `opaygo_report` (None: the file
+        is good, or there is none). The count window is kept across a reload."""
+        state = self.to_fields()[_NR:]
+        self.opaygo = None
+        self._opg_state = state
+        self.opaygo_report = None
+        path = self.opaygo_path
+        if not path or not (_exists(path) or _exists(path + ".new") or _exists(path + ".bak")):
+            return None
+        from firmware import opaygo_intake
+
+        self.opaygo, self.opaygo_report = opaygo_intake.load(self, state)
+        return self.opaygo_report
 
     def to_fields(self):
-        return self.tokens.memory.to_fields()
+        opg = self.opaygo.to_fields() if self.opaygo is not None else self._opg_state
+        return self.tokens.memory.to_fields() + tuple(opg)
 
     def restore(self, fields):
-        """Replay memory from the journal; a state that is not valid (an old record
-        without it reads as zeros, which is valid) starts a fresh memory."""
+        """Token state from the journal: the first len(STATE_FIELDS) of `fields` (the
+        record may go on with other owners' fields); missing ones (an older record) read
+        as zeros, which is valid. A part that is not valid starts afresh."""
+        fields = tuple(fields[:_NS])
+        if len(fields) < _NS:
+            fields += (0,) * (_NS - len(fields))
         try:
-            self.tokens.memory = replay.Memory.from_fields(fields)
+            self.tokens.memory = replay.Memory.from_fields(fields[:_NR])
         except ValueError:
             self.tokens.memory = replay.Memory()
+        if self.opaygo is None:
+            self._opg_state = fields[_NR:]
+        else:
+            self.opaygo.from_fields(fields[_NR:])
 
     def enter(self, token):
         """Check and apply one token; returns (Result, balance after)."""
         m = self.meter
         now = m.clock.stamp()
-        r = self.tokens.check(token, now, m.ledger.balance)
-        if r.accepted:
-            if r.new_key is not None and self.key_path:
-                from firmware import conffile
+        balance = m.ledger.balance
+        opg = self.opaygo
+        text = opg.digits(token) if opg is not None else None
+        if text is not None and len(text) != 20:
+            r = opg.check(text, now, balance)[0]
+        else:
+            r = self.tokens.check(token, now, balance)
+            if text is not None and not r.accepted and r.code != rc.LOCKOUT:
+                o, matched = opg.check(text, now, balance)
+                if matched:
+                    r = o
+        if r.format == OPAYGO:
+            if r.accepted:
+                opg.apply(r)
+            opg.commit(r, now)
+        else:
+            if r.accepted:
+                if r.new_key is not None and self.key_path:
+                    from firmware import conffile
 
-                conffile.save(self.key_path, r.new_key.to_bytes())
-            self._apply(r, now)
-        self.tokens.commit(r, now)
+                    conffile.save(self.key_path, r.new_key.to_bytes())
+                self._apply(r, now)
+            self.tokens.commit(r, now)
         if r.accepted or r.counted:
             self.app.save()  # balance and spent id in one record, before the answer
             self.app.request_relay()
         if not r.accepted:
             m.log.emit(now, ev.TOKEN_REJECTED, m.ledger.balance, r.code)
-        elif r.kind != "credit":
+        elif r.kind != "credit" or r.amount <= 0:  # OpenPAYGO: an add of value 0
             m.log.emit(now, ev.TOKEN_ACCEPTED, m.ledger.balance, r.token_id)
         self.last = (r, m.ledger.balance)
         return self.last
@@ -103,3 +178,11 @@ class Intake:
         m.configure(s)
         if self.on_settings is not None:
             self.on_settings(s.raw)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False

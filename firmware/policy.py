@@ -177,6 +177,10 @@ class CreditControl:
         """
         if self.ec_invoked and self.ledger.balance > 0:
             self.ec_invoked = False
+        self.evaluate()
+
+    def evaluate(self):
+        """Apply the credit rules now (at start-up: before the relay task looks)."""
         self._credit_rules()
         self._apply()
 

@@ -199,6 +199,13 @@ def build(path=SETTINGS_PATH, board=None, tick_ms=1000):
         report_config(app.meter, key_report, key_path)
     elif key is None:
         print("keys: no meter key in " + key_path + ": tokens answer NotReady")
+    if settings.mqtt_host:
+        if key is None:
+            print("comms: no meter key: MQTT off (messages are signed with it)")
+        else:
+            from firmware.comms import Comms
+
+            app.comms = Comms(app, board.modem(settings), key)
     return app
 
 

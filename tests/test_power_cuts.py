@@ -113,8 +113,7 @@ def _workload(cut=None):
     """Run the workload; returns (board, settings, app, accepted, inflight_amount, cut_hit)."""
     board, settings = _board()
     app = _boot(board, settings)
-    app.meter.ledger.balance = 100
-    app.meter.control.after_credit()
+    app.meter.open_account(100)
     app.save()
     board.base_ops = board.flash.ops  # the workload's operations start here
     board.mains.set_watts(WATTS)

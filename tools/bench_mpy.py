@@ -41,7 +41,7 @@ def build(meter="ideal"):
     board = SimBoard((2026, 1, 5, 0), "/tmp", settings, meter=meter)
     board.store.erase()
     app = App(board, settings)
-    app.meter.ledger.balance = 100000000
+    app.meter.open_account(100000000)
     board.mains.set_watts(2300)
     board.relay.closed = True  # as after the boot-time re-assert
     return board, app

@@ -39,8 +39,11 @@ class SimBoard:
         store="journal",
         flash_sectors=JOURNAL_SECTORS,
         flash=None,
+        clock=None,
     ):
-        self.clock = VirtualClock()
+        self.clock = clock if clock is not None else VirtualClock()
+        self.modem_model = None
+        self.modem_timeouts = None  # drivers/cellular.py TIMEOUTS overrides
         self.settings = settings
         self.state_dir = state_dir
         self.mc = mc
@@ -100,6 +103,35 @@ class SimBoard:
             self.store = Journal(self.flash, len(STATE_FIELDS))
         else:
             self.store = StateFile(self.state_dir, len(STATE_FIELDS))
+
+    def modem(self, settings):
+        """The cellular modem model (SIMCom or Quectel AT over the simulated UART, real
+        TCP to the broker) and the firmware's driver for it. Faults: self.modem_model."""
+        from drivers.cellular import Backoff, Cellular
+        from tools.sim.modem import ModemModel
+        from tools.sim.uart import SimUART
+
+        uart = SimUART(self.clock)
+        pwr = SimPin("modem_pwrkey", self.clock)
+        self.modem_model = ModemModel(
+            uart,
+            self.clock,
+            dialect=settings.modem,
+            powered=False,
+            pwrkey=pwr,
+            boot_ms=300,
+            net_ms=20,
+        )
+        return Cellular(
+            uart,
+            self.clock,
+            dialect=settings.modem,
+            apn=settings.apn,
+            pwrkey=pwr,
+            baud=0,
+            timeouts=self.modem_timeouts,
+            backoff=Backoff(200, 5000),
+        )
 
     def _cut_hit(self, exc):
         self.clock.halt = exc  # the whole meter stops, whichever task hit the cut

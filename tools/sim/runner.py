@@ -93,10 +93,7 @@ def main(path):
 
     app = boot()
     if sc.get("fresh", True):
-        meter = app.meter
-        meter.ledger.balance = sc["balance"]
-        meter.ledger.debt = sc.get("debt", 0)
-        meter.control.after_credit()
+        app.meter.open_account(sc["balance"], sc.get("debt", 0))
         app.save()
     mains = board.mains
     for at_s, volts, amps, pf, amps_n, watts in sc["load"]:

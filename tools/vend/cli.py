@@ -1,10 +1,12 @@
-"""The vending CLI: keygen, meter-key, token, manage, decode.
+"""The vending CLI: keygen, meter-key, token, manage, decode; send and cmd over MQTT.
 
 Keys are never printed: key stores and meter key files are written with mode 0600 and
 named by a fingerprint (8 hex digits of an HMAC of the key) in the messages.
 """
 
+import json
 import sys
+import time
 
 import click
 
@@ -295,3 +297,260 @@ def decode(key_path, meter_id, token_text, revision, decimals):
     else:
         click.echo("valid: no (%s)" % info.get("error", "?"))
         sys.exit(1)
+
+
+# --- over MQTT: send a top-up, send a command, wait for the meter's signed answer
+
+EXIT_REFUSED = 2  # the meter answered and refused
+EXIT_NO_ANSWER = 3  # sent (or maybe sent), no verified answer in time: repeat it, same id
+EXIT_BROKER = 4  # the broker could not be reached: nothing was sent
+
+
+def _mqtt_options(f):
+    f = click.option("--json", "as_json", is_flag=True, help="Print the verified ack as JSON.")(f)
+    f = click.option("--topic-prefix", default="meters", show_default=True, help="Topic prefix.")(
+        f
+    )
+    f = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=30.0,
+        show_default=True,
+        help="Seconds to wait for it all: connection, delivery and the meter's answer.",
+    )(f)
+    f = click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True)(f)
+    f = click.option("--host", default="127.0.0.1", show_default=True, help="MQTT broker.")(f)
+    return f
+
+
+def _log(line):
+    click.echo(line, err=True)
+
+
+def _exchange(host, port, timeout, meter, prefix, key, kind, payload, what, wanted, repeat):
+    """Subscribe to the meter's ack topic, publish payload to its `kind` topic at QoS 1 and
+    return the first ack that verifies under key and satisfies wanted; exit 3 or 4 else."""
+    from tools.vend import mqtt
+
+    deadline = time.monotonic() + timeout
+
+    def left():
+        return max(0.0, deadline - time.monotonic())
+
+    ack_topic = mqtt.topic(meter, "ack", prefix)
+    out_topic = mqtt.topic(meter, kind, prefix)
+    link = mqtt.Link(host, port, timeout=timeout, log=_log)
+    phase = "connect"
+    try:
+        link.connect(left())
+        link.subscribe(ack_topic, 1, left())  # before publishing: the answer can be quick
+        phase = "send"  # from here on the message may reach the meter
+        link.publish(out_topic, payload, 1, False, left())
+        _log("sent %s to %s; waiting for the answer on %s" % (what, out_topic, ack_topic))
+        phase = "wait"
+        return link.wait_verified(ack_topic, key, wanted, left())
+    except mqtt.MqttError as e:
+        if phase == "connect":
+            _log("error: %s; nothing was sent" % e)
+            sys.exit(EXIT_BROKER)
+        why = str(e)
+        if phase == "wait" and isinstance(e, mqtt.Timeout):
+            why = "no answer from meter %d within %g s" % (meter, timeout)
+        _log("%s: %s may still be delivered later; %s" % (why, what, repeat))
+        sys.exit(EXIT_NO_ANSWER)
+    finally:
+        link.close()
+
+
+def _report(ack, line, ok, as_json):
+    if as_json:
+        _log(line)
+        click.echo(json.dumps(ack))
+    else:
+        click.echo(line)
+    if not ok:
+        sys.exit(EXIT_REFUSED)
+
+
+@main.command()
+@_key_option
+@_meter_id_option
+@click.option("--amount", required=True, help='Credit as a decimal, e.g. "10.00".')
+@click.option("--token-id", type=int, required=True, help="Unique per meter, from 1, in order.")
+@click.option("--decimals", type=click.IntRange(0, 6), default=2, show_default=True)
+@click.option("--revision", type=click.IntRange(0, 255), default=0, show_default=True)
+@_envelope_options
+@_mqtt_options
+def send(
+    key_path,
+    meter_id,
+    amount,
+    token_id,
+    decimals,
+    revision,
+    issued,
+    expiry,
+    valid_for,
+    host,
+    port,
+    timeout,
+    topic_prefix,
+    as_json,
+):
+    """Send a top-up envelope over MQTT and wait for the meter's signed answer.
+
+    \b
+    Publishes to <prefix>/<id>/topup (QoS 1) and waits on <prefix>/<id>/ack.
+    Exit status: 0 accepted, 2 refused by the meter (the reason is printed),
+    3 no answer in time (it may still be delivered: repeat with the same
+    --token-id, the meter credits a token id once), 4 broker unreachable
+    (nothing was sent). 1 and 2 also mean a bad request, as for every command.
+    """
+    key, _ = _meter_key(key_path, meter_id, revision)
+    try:
+        meter = core.parse_meter_id(meter_id)
+        units = core.parse_money(amount, decimals)
+        if units < 1:
+            raise core.VendError("amount must be positive")
+        issued, expiry = _issue_times(issued, expiry, valid_for)
+        data = core.envelope(key, revision, meter, token_id, issued, expiry, "credit", units)
+    except core.VendError as e:
+        _fail(e)
+    money = core.format_money(units, decimals)
+
+    def wanted(m):
+        return m.get("meter") == str(meter) and m.get("token") == token_id and "result" in m
+
+    ack = _exchange(
+        host, port, timeout, meter, topic_prefix, key, "topup", data,
+        "the top-up (token %d, %s)" % (token_id, money), wanted,
+        "sending it again with the same --token-id is safe (a token id is credited once)",
+    )  # fmt: skip
+    result, balance = ack.get("result"), ack.get("balance", "?")
+    if result == "accepted":
+        line = "accepted: meter %d credited token %d (%s); balance %s" % (
+            meter, token_id, money, balance
+        )  # fmt: skip
+    else:
+        line = "refused: meter %d answered token %d with %s (code %s); balance %s" % (
+            meter, token_id, result, ack.get("code", "?"), balance
+        )  # fmt: skip
+        if result == "used":
+            line += " - this token id was credited before (an earlier send of this top-up?)"
+    _report(ack, line, result == "accepted", as_json)
+
+
+def _tariff_arg(text):
+    if text is None:
+        return None
+    if text.startswith("@"):
+        try:
+            with open(text[1:], "rb") as f:
+                text = f.read().decode()
+        except OSError as e:
+            _fail("--tariff %s: %s" % (text, e))
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        _fail("--tariff: a JSON object expected (%s)" % e)
+
+
+@main.command()
+@_key_option
+@_meter_id_option
+@click.option(
+    "--cmd-id", type=int, required=True, help="Command id: strictly increasing per meter."
+)
+@click.option(
+    "--op", required=True, type=click.Choice(["tariff", "thresholds", "relay", "report"])
+)
+@click.option("--action", type=click.Choice(["open", "close"]), help="relay: open or close.")
+@click.option(
+    "--tariff",
+    "tariff_text",
+    help='tariff: the tariff as JSON, e.g. \'{"type":"flat","price_per_kwh":"0.2500"}\', '
+    "or @FILE.",
+)
+@click.option("--from", "from_", help="tariff: activation, local time YYYY-MM-DDTHH:MM[:SS].")
+@click.option("--low-credit", help="thresholds: a decimal amount.")
+@click.option("--reconnect-min", help="thresholds: a decimal amount.")
+@click.option("--emergency-credit", help="thresholds: a decimal amount.")
+@click.option("--max-power-w", type=int, help="thresholds: watts (0 = no limit).")
+@click.option("--low-credit-repeat-s", type=int, help="thresholds: seconds.")
+@click.option("--revision", type=click.IntRange(0, 255), default=0, show_default=True)
+@_mqtt_options
+def cmd(
+    key_path,
+    meter_id,
+    cmd_id,
+    op,
+    action,
+    tariff_text,
+    from_,
+    low_credit,
+    reconnect_min,
+    emergency_credit,
+    max_power_w,
+    low_credit_repeat_s,
+    revision,
+    host,
+    port,
+    timeout,
+    topic_prefix,
+    as_json,
+):
+    """Send a signed command over MQTT and wait for the meter's signed answer.
+
+    \b
+    --op relay --action open|close
+    --op tariff --tariff JSON|@FILE [--from YYYY-MM-DDTHH:MM[:SS]]
+    --op thresholds [--low-credit X] [--reconnect-min X] [--emergency-credit X]
+                    [--max-power-w W] [--low-credit-repeat-s S]
+    --op report     (the meter publishes its state)
+    Publishes to <prefix>/<id>/cmd (QoS 1) and waits on <prefix>/<id>/ack.
+    Exit status as for `send`: 0 accepted, 2 refused/old/mac, 3 no answer,
+    4 broker unreachable.
+    """
+    from tools.vend import messages
+
+    key, _ = _meter_key(key_path, meter_id, revision)
+    try:
+        meter = core.parse_meter_id(meter_id)
+    except core.VendError as e:
+        _fail(e)
+    fields = {
+        "action": action,
+        "tariff": _tariff_arg(tariff_text),
+        "from": from_,
+        "low_credit": low_credit,
+        "reconnect_min": reconnect_min,
+        "emergency_credit": emergency_credit,
+        "max_power_w": max_power_w,
+        "low_credit_repeat_s": low_credit_repeat_s,
+    }
+    try:
+        payload = messages.make_cmd(key, meter, cmd_id, op, **fields)
+    except ValueError as e:
+        _fail(e)
+    what = "the command %d (%s%s)" % (cmd_id, op, " " + action if action else "")
+
+    def wanted(m):
+        return m.get("meter") == str(meter) and m.get("cmd") == cmd_id and "result" in m
+
+    ack = _exchange(
+        host, port, timeout, meter, topic_prefix, key, "cmd", payload, what, wanted,
+        "sending it again with the same --cmd-id is safe (a command id is applied once)",
+    )  # fmt: skip
+    result = ack.get("result")
+    if result == "accepted":
+        line = "accepted: meter %d applied %s" % (meter, what)
+    else:
+        line = "%s: meter %d did not apply %s" % (result, meter, what)
+        if ack.get("error"):
+            line += ": %s" % ack["error"]
+        elif result == "old":
+            line += ": its id is not above the last one the meter took (use a higher --cmd-id;"
+            line += " a repeat of an unanswered command was applied the first time)"
+        elif result == "mac":
+            line += ": it could not verify the command (wrong key store or --revision?)"
+    _report(ack, line, result == "accepted", as_json)

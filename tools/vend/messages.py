@@ -23,7 +23,7 @@ MAC_BYTES = 16
 _MARK = b',"mac":"'
 _TAIL = re.compile(rb',"mac":"([0-9a-f]{32})"\}\Z')
 
-# op -> {field: kind}; kinds: "tariff" (an object), "local_time" ("YYYY-MM-DDTHH:MM"),
+# op -> {field: kind}; kinds: "tariff" (an object), "local_time" ("YYYY-MM-DDTHH:MM[:SS]"),
 # "money" (a decimal string), "int", "action" ("open" or "close")
 OPS = {
     "tariff": {"tariff": "tariff", "from": "local_time"},
@@ -39,7 +39,7 @@ OPS = {
 }
 REQUIRED = {"tariff": ("tariff",), "relay": ("action",)}
 _MONEY = re.compile(r"\A[0-9]+(\.[0-9]+)?\Z")
-_LOCAL_TIME = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}\Z")
+_LOCAL_TIME = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?\Z")
 
 
 def msg_key(meter_key):
@@ -130,7 +130,7 @@ def _check_field(op, name, kind, value):
             raise ValueError("%s: open or close, not %r" % (where, value))
     elif kind == "local_time":
         if not isinstance(value, str) or not _LOCAL_TIME.match(value):
-            raise ValueError("%s: local time YYYY-MM-DDTHH:MM expected: %r" % (where, value))
+            raise ValueError("%s: local time YYYY-MM-DDTHH:MM[:SS] expected: %r" % (where, value))
     elif kind == "tariff":
         if not isinstance(value, dict) or not isinstance(value.get("type"), str):
             raise ValueError('%s: a tariff object with a "type" expected' % where)
@@ -193,7 +193,9 @@ class Freshness:
             raise ValueError('message without a "meter" id')
         for name, v in (("boot", boot), ("seq", seq)):
             if type(v) is not int or v < 0:
-                raise ValueError("message from meter %s: %s must be an integer >= 0" % (meter, name))
+                raise ValueError(
+                    "message from meter %s: %s must be an integer >= 0" % (meter, name)
+                )
         last = self._last.get(meter)
         if last is not None and (boot, seq) <= last:
             raise ValueError(
