@@ -114,17 +114,20 @@ class Session:
             if got is None:
                 raise MQTTError("timeout", kind)
             t, body = got
-            if t != kind or body is None:
-                continue
-            if pid is None or (len(body) >= 2 and (body[0] << 8 | body[1]) == pid):
+            if body is None:
+                continue  # a message, a PINGRESP or a stray: handled
+            if t == kind and (pid is None or (len(body) >= 2 and (body[0] << 8 | body[1]) == pid)):
                 return body
-            self.strays += 1  # a late ack of an earlier try
+            self.strays += 1  # another ack: a late one of an earlier try, or nobody's
 
     async def _settle(self):
         """Handle whatever is buffered, so umqtt's next read finds nothing."""
         while self.sock.any():
-            if await self._packet(self.timeout_ms) is None:
+            got = await self._packet(self.timeout_ms)
+            if got is None:
                 raise MQTTError("timeout", "partial packet")
+            if got[1] is not None:
+                self.strays += 1  # an ack nobody is waiting for
 
     async def _send(self, call, *args):
         await self._settle()

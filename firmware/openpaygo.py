@@ -1,8 +1,9 @@
 """OpenPAYGO Token decoding for keypad top-ups: the code chain, the count window, money.
 
-Owns the third top-up format (issue 5 item 2): tokens an OpenPAYGO back office vends
-(the `openpaygo` PyPI package is the reference generator), decoded with our own code.
-firmware/intake.py (through firmware/opaygo_intake.py) routes keypad digits here and journals what `commit` changes.
+Owns the third top-up format: tokens an OpenPAYGO back office vends (the `openpaygo`
+PyPI package is the reference generator), decoded with our own code. firmware/intake.py
+(through firmware/opaygo_intake.py) routes keypad digits here and journals what
+`commit` changes.
 
 Token (spec tokens.md section 2.1). Device secrets: a 16-byte key and a 9-digit starting
 code (by default SipHash-2-4(key, key) turned into a code). Next code = SipHash-2-4(key,

@@ -313,8 +313,22 @@ def _listener():
     raise OSError("no free port")
 
 
+# A late PUBACK for pid 0x0032 (0x32 would read as a QoS 1 PUBLISH header to a
+# parser that reads only the first byte), an UNSUBACK, a QoS 2 PUBLISH, a reserved
+# packet type with a 2-byte length, and a SUBACK nobody asked for.
+STRAYS = (
+    b"\x40\x02\x00\x32"
+    + b"\xb0\x02\x00\x05"
+    + b"\x34\x0e\x00\x06meters\x00\x09qos2"
+    + b"\xf0\x81\x01"
+    + bytes(129)
+    + b"\x90\x03\x00\x63\x01"
+)
+
+
 class Server:
-    """Polled non-blocking TCP server: mode "echo", "bye" (send, then close) or "mqtt"."""
+    """Polled non-blocking TCP server: mode "echo", "bye" (send, then close), "mqtt" (a
+    tiny broker stub) or "strays" (the stub sending STRAYS and a redelivery)."""
 
     def __init__(self, mode="echo"):
         self.mode = mode
@@ -354,7 +368,7 @@ class Server:
             self.received.extend(d)
             if self.mode == "echo":
                 c.send(d)
-            elif self.mode == "mqtt":
+            elif self.mode in ("mqtt", "strays"):
                 cl[1].extend(d)
                 self._mqtt(c, cl[1])
 
@@ -373,7 +387,11 @@ class Server:
                 c.send(b"\x90\x03" + p[2:4] + b"\x01")
                 topic = b"meters/m1/topup"
                 body = b"\x00" + bytes([len(topic)]) + topic + b"\x00\x07" + b"token-42"
+                if self.mode == "strays":  # what a broker should never send, first
+                    c.send(STRAYS)
                 c.send(b"\x33" + bytes([len(body)]) + body)
+                if self.mode == "strays":  # the same message again, DUP set: redelivery
+                    c.send(b"\x3b" + bytes([len(body)]) + body)
             elif t == 0x30 and p[0] & 6:  # QoS 1 PUBLISH in: PUBACK
                 i = 2 + 2 + ((p[2] << 8) | p[3])
                 c.send(b"\x40\x02" + p[i : i + 2])
@@ -735,4 +753,34 @@ def test_umqtt_simple_calls_work_over_the_modem_socket_without_blocking():
     assert types == [0x10, 0x30, 0x82, 0x40, 0xC0, 0xE0]
     assert packets[0][2:8] == b"\x00\x04MQTT"
     assert packets[3] == b"\x40\x02\x00\x07"  # PUBACK for pid 7
+    assert gap < MAX_GAP_MS, gap
+
+
+def test_session_reads_stray_packets_whole_and_stays_in_step():
+    from firmware.mqtt import Session
+
+    support.import_umqtt()
+
+    async def body(clock, model, cell, server):
+        sock = await cell.open("127.0.0.1", server.port, 5000)
+        got = []
+        s = Session(sock, "m1", 60, lambda t, m: got.append((t, bytes(m))), clock, 3000)
+        assert await s.connect(b"meters/m1/state", b"offline") == 0
+        await s.subscribe(b"meters/m1/topup", 1)  # the strays follow its SUBACK
+        await s.publish(b"meters/m1/ack", b"ok", False, 1)  # its PUBACK behind them
+        end = clock.ticks_ms() + 3000
+        while len(got) < 2 and clock.ticks_diff(end, clock.ticks_ms()) > 0:
+            await s.poll(100)
+        await s.ping()
+        assert await s.poll(2000)  # PINGRESP: the stream is still in step
+        await s.close()
+        await _until(clock, lambda: not cell._socks, 3000)
+        return got, s.strays, [p[0] for p in server.packets]
+
+    (got, strays, types), gap = _real(body, mode="strays")
+    # the QoS 1 message and its redelivery reach the callback (the token id then
+    # decides, firmware/comms.py); the QoS 2 one and the other strays never do
+    assert got == [(b"meters/m1/topup", b"token-42")] * 2
+    assert strays == 5
+    assert types == [0x10, 0x82, 0x32, 0x40, 0x40, 0xC0, 0xE0]  # 2 PUBACKs, ping, bye
     assert gap < MAX_GAP_MS, gap

@@ -129,10 +129,11 @@ def _sequenced(objs):
     return keys == sorted(keys) and len(set(keys)) == len(keys)
 
 
+@pytest.mark.parametrize("modem", ["simcom", "quectel"])
 def test_vend_send_tops_up_a_disconnected_meter_which_closes_its_relay_and_acks(
-    tmp_path, broker, keystore
+    tmp_path, broker, keystore, modem
 ):
-    with _meter(tmp_path, broker, keystore, watts=2000) as m:
+    with _meter(tmp_path, broker, keystore, watts=2000, settings={"modem": modem}) as m:
         w = Watcher(broker.port, m.meter_id, m.key)
         st = m.wait(lambda s: s["online"])
         assert st["control_state"] == "disconnected" and st["relay"] is False
