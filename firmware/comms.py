@@ -360,7 +360,7 @@ class Comms:
                 await s.ping()
                 last_tx = clk.ticks_ms()
             if not (self.queue or self.state_due):
-                await s.poll(200)
+                await s.poll(50)  # short: a relay move shows in the state at once
 
 
 def _ascii(data):

@@ -40,7 +40,11 @@
                     (opg_stock_*) on the same tokens under the same interpreter
                     (tools/bench_openpaygo_mpy.py)
 
-Usage: python tools/bench.py [section ...]   sections: tick, sim, heap, journal, tokens
+  topup_latency_ms, topup_ack_ms, reconnect_s  remote top-ups over MQTT on loopback
+                    (mosquitto, the live meter with the modem model; tools/bench_comms.py)
+
+Usage: python tools/bench.py [section ...]
+  sections: tick, sim, heap, journal, tokens, comms
 """
 
 import copy
@@ -172,10 +176,14 @@ def main(sections):
         site = next((ROOT / ".venv/lib").glob("python*/site-packages"), None)
         opg = [str(site)] if site else []
         figures.update(mpy_json("tools/bench_openpaygo_mpy.py", "8M", opg))
+    if "comms" in sections:
+        from tools.bench_comms import comms_figures
+
+        figures.update(comms_figures())
     print(json.dumps(figures, indent=1, sort_keys=True))
 
 
-SECTIONS = ("tick", "sim", "heap", "journal", "tokens")
+SECTIONS = ("tick", "sim", "heap", "journal", "tokens", "comms")
 
 if __name__ == "__main__":
     asked = sys.argv[1:] or SECTIONS
