@@ -21,6 +21,8 @@ from drivers.atm90e26 import ATM90E26
 from drivers.indicator import Indicator
 from drivers.relay import LatchingRelay
 
+STRAP_PIN = 0  # the DevKit's BOOT key
+
 DEFAULT_PINS = {
     "spi": 2,
     "sck": 18,
@@ -112,6 +114,28 @@ class Board:
         found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=label)
         return found[0] if found else None
 
+    def watchdog(self, timeout_ms):
+        """The hardware watchdog (machine.WDT): once armed it cannot be stopped, and the
+        board resets unless it is fed within `timeout_ms`."""
+        return machine.WDT(timeout=timeout_ms)
+
+    @staticmethod
+    def reset():
+        machine.reset()
+
     def local_time(self):
         y, m, d, hh, mm, ss = time.localtime()[:6]
         return y, m, d, hh * 3600 + mm * 60 + ss
+
+
+def strap_held(pin=STRAP_PIN, samples=5, gap_ms=20):
+    """True when the strap pin (pulled up; the BOOT key pulls it low) reads low on every
+    one of `samples` reads `gap_ms` apart: a bounce or a glitch is not a request for
+    safe mode. Read by boot.py."""
+    p = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
+    for i in range(samples):
+        if p.value():
+            return False
+        if i + 1 < samples:
+            time.sleep_ms(gap_ms)
+    return True

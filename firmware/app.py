@@ -60,6 +60,10 @@ class App:
         self._persist_flag = asyncio.Event()
         self.on_settings = on_settings
         self.late_ms_max = 0  # longest a metering tick came after its time (loop stalls)
+        self.relay_hold = False  # a technician's relay test owns the relay while True
+        self.watchdog = None  # machine.WDT (start-up arms it on the board)
+        self.watchdog_ms = 0
+        self.extra_tasks = []  # coroutines start-up adds (the technician's console)
         self.boots = 1
         self.cmd_id = 0
         state = board.store.load()
@@ -207,6 +211,8 @@ class App:
         while True:
             await self._relay_flag.wait()
             self._relay_flag.clear()
+            if self.relay_hold:
+                continue  # the test's end asks again (request_relay)
             want = self.meter.relay_closed()
             if relay.closed is want:
                 continue
@@ -230,13 +236,28 @@ class App:
                 self._error("persist", e)
                 await self.board.clock.sleep_ms(1000)
 
+    async def watchdog_task(self):
+        """Feeds the watchdog while the metering task makes progress: a stalled loop or a
+        metering task that stopped ticking is reset by the hardware, not hidden."""
+        clk = self.board.clock
+        period = max(self.watchdog_ms // 4, self.tick_ms * 2)
+        seen = self.ticks
+        self.watchdog.feed()
+        while True:
+            await clk.sleep_ms(period)
+            if self.ticks != seen:
+                seen = self.ticks
+                self.watchdog.feed()
+
     def tasks(self):
         out = [self.metering_task(), self.relay_task(), self.persist_task()]
+        if self.watchdog is not None:
+            out.append(self.watchdog_task())
         if self.board.indicator is not None:
             out.append(self.board.indicator.run())
         if self.comms is not None:
             out += [self.comms.link.run(), self.comms.run()]
-        return out
+        return out + self.extra_tasks
 
     async def run(self):
         await asyncio.gather(*[asyncio.create_task(t) for t in self.tasks()])

@@ -37,6 +37,8 @@ SCHEMA = {
     "persist_money": ("money", None, None, None),  # default: 10 minor units
     "persist_s": ("int", 900, 10, 86400),
     "persist_min_s": ("int", 60, 1, 3600),
+    # The hardware watchdog (main.py): reset when the metering loop stops this long.
+    "watchdog_s": ("int", 30, 5, 600),
     # The back office over MQTT (firmware/comms.py); no host: no MQTT at all.
     "mqtt_host": ("text", "", None, None),
     "mqtt_port": ("int", 1883, 1, 65535),

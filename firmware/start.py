@@ -5,9 +5,15 @@ a "board" section (pins, drivers/board.py) and a "calibration" section (ATM90E26
 registers). It is read and written through firmware/conffile.py: a file with a bad
 value (any field the schema refuses, a bad calibration register, broken JSON) falls back
 to the last good copy, and `build()` puts a `config_fallback` or `config_defaults` event
-in the meter's log. `save_calibration()` stores a new calibration atomically. With a file
-named "safemode" in the root the meter does not start, so a technician can repair a
-broken setting from the REPL.
+in the meter's log. `save_calibration()` stores a new calibration atomically. In safe mode
+(firmware/safemode.py: a file named "safemode", or the strap pin, decided by boot.py)
+the meter does not start, so a technician can repair a broken setting from the REPL.
+
+`main()` is what main.py runs on the board: build the meter, arm the watchdog, attach
+`tech`, start the technician's console on the REPL port and run the loop. An error that
+escapes the loop (or the build) is written to `crash.log` with its traceback and the
+board is reset: the meter starts again in the state its journal holds, relay included
+(re-asserted in the journaled direction, never flipped).
 """
 
 import asyncio
@@ -17,6 +23,8 @@ import os
 from firmware import conffile
 from firmware import events as ev
 from firmware import keys
+from firmware import safemode
+from firmware.logfile import LineLog
 from firmware.app import App
 from firmware.clock import Clock
 from firmware.journal import Journal
@@ -28,14 +36,11 @@ SETTINGS_PATH = "settings.json"
 KEY_FILE = "meter.key"
 STATE_DIR = "state"
 NON_METER_KEYS = ("board", "calibration")
+CRASH_LOG = "crash.log"
 
 
 def safe_mode():
-    try:
-        os.stat("safemode")
-        return True
-    except OSError:
-        return False
+    return safemode.is_active()
 
 
 def validate_calibration(cal):
@@ -209,9 +214,60 @@ def build(path=SETTINGS_PATH, board=None, tick_ms=1000):
     return app
 
 
+def attach_console(app, path=SETTINGS_PATH, restart=None, reader=None, write=None):
+    """`tech` bound to the app (also as the module `tech`, so `import tech` works at the
+    console) and the console task added to the app's tasks. Returns the Console."""
+    import sys
+
+    from firmware import console, tech
+
+    tech.attach(app, path, restart=restart)
+    sys.modules["tech"] = tech
+    con = console.Console(write or console.port_writer(), {"tech": tech, "app": app})
+    app.extra_tasks.append(con.run(reader or console.port_reader()))
+    return con
+
+
+def arm_watchdog(app):
+    """The board's watchdog at `watchdog_s` (none on a board without one)."""
+    make = getattr(app.board, "watchdog", None)
+    if make is None:
+        return None
+    ms = app.meter.settings.watchdog_s * 1000
+    app.watchdog_ms = ms
+    app.watchdog = make(ms)
+    return app.watchdog
+
+
+def log_crash(exc, path=CRASH_LOG):
+    """Append the error and its traceback to the crash log (and print them)."""
+    import time
+
+    from firmware.console import format_exception
+
+    text = format_exception(exc)
+    t = time.localtime()[:6]
+    stamp = "%04d-%02d-%02dT%02d:%02d:%02d" % t
+    print("crash: " + text)
+    LineLog(path, 8192).append(stamp + " " + text.replace("\n", " | "))
+
+
+def _reset():
+    from drivers.board import Board
+
+    Board.reset()
+
+
 def main():
     if safe_mode():
-        print("safe mode: meter not started (remove the file 'safemode' and reset)")
+        print("safe mode (" + safemode.reason + "): meter not started; remove the file")
+        print("'safemode' (tech.safe_mode(False)) and reset to start it")
         return
-    app = build()
-    asyncio.run(app.run())
+    try:
+        app = build()
+        arm_watchdog(app)
+        attach_console(app, restart=_reset)
+        asyncio.run(app.run())
+    except Exception as e:
+        log_crash(e)
+    _reset()
