@@ -191,12 +191,28 @@ def _units(text, decimals, name):
     return money.parse_decimal(str(text), decimals, name)
 
 
+MAX_CORRECTION_PERCENT = 20
+
+
+def _plausible(name, ref, read):
+    """A reference this far from the meter's own reading is a typo or a wiring fault, not
+    a front-end error a calibration corrects."""
+    if ref is None:
+        return
+    if read <= 0 or abs(ref - read) * 100 > read * MAX_CORRECTION_PERCENT:
+        raise ValueError(
+            "calibration: %s reference %d differs from the reading %d by more than %d %%;"
+            " check the reference and the wiring" % (name, ref, read, MAX_CORRECTION_PERCENT)
+        )
+
+
 def calibrate(volts=None, amps=None, watts=None, watts_half=None, amps_n=None):
     """Calibrate the ATM90E26 against a reference source applying the given values now
     (decimal strings: volts to 0.01 V, amps to mA, watts to 1 W; `watts_half` at power
     factor 0.5 for the phase; `amps_n` on the neutral). The meter's own reading is taken
     now, the new registers are computed, loaded into the chip and stored in the settings
-    file. No arguments: the calibration in force."""
+    file. No arguments: the calibration in force. A reference more than 20 % from the
+    reading is refused (a wrong reference or wiring, not a calibration error)."""
     app = _meter()
     src = app.board.source
     if not hasattr(src, "cal"):
@@ -208,17 +224,23 @@ def calibrate(volts=None, amps=None, watts=None, watts_half=None, amps_n=None):
     old = dict(src.cal)
     try:
         r = src.readings()
+        u, i, i_n = _units(volts, 2, "volts"), _units(amps, 3, "amps"), _units(amps_n, 3, "amps_n")
+        p, p_half = _units(watts, 0, "watts"), _units(watts_half, 0, "watts_half")
+        _plausible("volts", u, r["urms_cv"])
+        _plausible("amps", i, r["irms_ma"])
+        _plausible("amps_n", i_n, r["irms_n_ma"])
+        _plausible("watts", p, r["p_w"])
         new = compute(
             old,
-            u_ref_cv=_units(volts, 2, "volts"),
+            u_ref_cv=u,
             u_read_cv=r["urms_cv"],
-            i_ref_ma=_units(amps, 3, "amps"),
+            i_ref_ma=i,
             i_read_ma=r["irms_ma"],
-            in_ref_ma=_units(amps_n, 3, "amps_n"),
+            in_ref_ma=i_n,
             in_read_ma=r["irms_n_ma"],
-            p_ref_w=_units(watts, 0, "watts"),
+            p_ref_w=p,
             p_read_w=r["p_w"],
-            p_half_ref_w=_units(watts_half, 0, "watts_half"),
+            p_half_ref_w=p_half,
             p_half_read_w=r["p_w"],
         )
     except ValueError as e:
