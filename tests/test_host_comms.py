@@ -199,20 +199,40 @@ def test_topups_sent_while_the_meter_is_offline_wait_at_the_broker(tmp_path, bro
         w.close()
 
 
-FAULTS = [
-    ("drop_link", {}, None),
-    ("reboot", {}, None),
-    ("mute", {"on": True}, ("mute", {"on": False})),
-    ("reg", {"stat": 0}, ("reg", {"stat": 1})),
-    ("garbage", {}, None),
-    ("slow", {"ms": 400}, ("slow", {"ms": 0})),
-]
+# name: (actions that make the fault, actions that clear it), each (fault, arguments).
+FAULTS = {
+    "drop_link": ([("drop_link", {})], []),
+    "reboot": ([("reboot", {})], []),
+    "mute": ([("mute", {"on": True})], [("mute", {"on": False})]),
+    "reg": ([("reg", {"stat": 0})], [("reg", {"stat": 1})]),
+    "garbage": ([("garbage", {})], []),
+    "slow": ([("slow", {"ms": 400})], [("slow", {"ms": 0})]),
+    # the SIM is gone and the modem restarts: every bring-up finds no SIM until it is back
+    "sim": ([("sim", {"state": "absent"}), ("reboot", {})], [("sim", {"state": "ready"})]),
+    # the modem reboots halfway through the payload of the next AT+CIPSEND: armed once
+    # the low-credit event is through, that send carries the disconnect event
+    "reboot_on_send": ([("reboot_on_send", {"on": True})], []),
+}
+ARMED_AFTER = {"reboot_on_send": "low_credit"}
+# the TCP connection dies without a DISCONNECT: the broker publishes the last will
+WILL = ("drop_link", "reboot", "sim", "reboot_on_send")
 
 
-@pytest.mark.parametrize("fault,args,clear", FAULTS, ids=[f[0] for f in FAULTS])
+def _while_faulty(m, fault):
+    """What each fault must have done to the modem before it is cleared."""
+    if fault == "sim":
+        st = m.wait(lambda s: s["modem"]["last_error"] == "no_sim", timeout=10)
+        assert not st["online"] and st["modem_model"]["reboots"] == 1
+    elif fault == "reboot_on_send":
+        m.wait(lambda s: s["modem"]["resets"] == 1 and s["comms"]["drops"] == 1, timeout=10)
+        assert m.status()["modem_model"]["reboots"] == 1
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
 def test_under_each_modem_fault_the_meter_meters_cuts_and_catches_up(
-    tmp_path, broker, keystore, fault, args, clear
+    tmp_path, broker, keystore, fault
 ):
+    actions, clears = FAULTS[fault]
     settings = dict(FAST)
     with _meter(tmp_path, broker, keystore, watts=WATTS, settings=settings) as m:
         w = Watcher(broker.port, m.meter_id, m.key)
@@ -220,21 +240,31 @@ def test_under_each_modem_fault_the_meter_meters_cuts_and_catches_up(
         code, ack, err = _send(keystore[0], m.meter_id, broker.port, "4.00", 1)
         assert code == 0, err
         m.wait(lambda s: s["relay"] is True, timeout=5)
+        if fault in ARMED_AFTER:
+            w.wait(lambda k, o: k == "event" and o["event"] == ARMED_AFTER[fault], timeout=10)
         before = m.status()
-        m.fault(fault, **args)
+        for name, args in actions:
+            m.fault(name, **args)
         # offline or not, the meter bills and cuts the supply on its own
         st = m.wait(lambda s: s["control_state"] == "disconnected" and not s["relay"], timeout=15)
         assert st["balance_units"] <= 0
         assert st["ticks"] > before["ticks"]
-        if clear:
-            m.fault(clear[0], **clear[1])
+        _while_faulty(m, fault)
+        for name, args in clears:
+            m.fault(name, **args)
         # catching up: online again, the disconnect event and a fresh state delivered
         m.wait(lambda s: s["online"] and s["queued"] == 0, timeout=40)
         w.wait(lambda k, o: k == "event" and o["event"] == "disconnect", timeout=20)
         w.wait(lambda k, o: k == "state" and o.get("relay") == "open", timeout=20)
-        if fault in ("drop_link", "reboot"):  # the broker saw the link die: the last will
+        # a message cut off by the fault is sent again whole, once, under its first number
+        assert [o["boot"] for o in w.of("event") if o["event"] == "disconnect"] == [1]
+        if fault in WILL:
             will = w.wait(lambda k, o: k == "state" and o["online"] is False)
             assert "seq" not in will and "balance" not in will
+        if fault in ARMED_AFTER:  # the cut message reached the broker only after the will
+            got = list(w.got)
+            cut = [i for i, (k, o) in enumerate(got) if o.get("event") == "disconnect"]
+            assert got.index(("state", will)) < cut[0]
         code, ack, err = _send(keystore[0], m.meter_id, broker.port, "5.00", 2, timeout=30)
         assert code == 0, err
         m.wait(lambda s: s["relay"] is True, timeout=5)
