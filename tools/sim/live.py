@@ -18,6 +18,9 @@ on stdout:
                                    (stat), slow (ms), garbage, reboot_on_send (on)
   {"do": "quit"}                   stop (the comms session closes cleanly)
 Started, it prints {"ready": true}. Used by the end-to-end tests and tools/bench.py.
+With "console": true in CONFIG, stdin and stdout are the technician's REPL port instead
+(firmware/console.py, `tech` attached, as main.py runs it on the board) and the meter
+stops when stdin closes: what tests/test_host_console.py drives with mpremote.
 """
 
 import asyncio
@@ -152,7 +155,21 @@ async def commands(board, app, stop):
     stop.set()
 
 
+async def console_main(cfg):
+    from firmware.start import attach_console
+
+    board, app = make(cfg)
+    attach_console(app, cfg["dir"] + "/settings.json")
+    tasks = [asyncio.create_task(t) for t in app.tasks()]
+    await tasks[-1]  # the console: until its port closes
+    board.save_image()
+    for t in tasks:
+        t.cancel()
+
+
 async def main(cfg):
+    if cfg.get("console"):
+        return await console_main(cfg)
     board, app = make(cfg)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(t) for t in app.tasks()]
