@@ -38,11 +38,15 @@ _audit = LineLog(AUDIT_PATH)
 _restart = None  # board reset, set by start-up
 
 
-def attach(app, settings_path=None, audit_path=AUDIT_PATH, restart=None):
-    """Bind the running meter (start-up calls this before the loop starts)."""
+def attach(app, settings_path=None, audit_path=None, restart=None):
+    """Bind the running meter (start-up calls this before the loop starts). The audit
+    log lives beside the settings file unless `audit_path` says otherwise."""
     global _app, _settings_path, _audit, _restart
     _app = app
     _settings_path = settings_path
+    if audit_path is None:
+        i = settings_path.rfind("/") if settings_path else -1
+        audit_path = (settings_path[: i + 1] if i >= 0 else "") + AUDIT_PATH
     _audit = LineLog(audit_path)
     _restart = restart
 

@@ -181,6 +181,8 @@ def test_a_wrong_setting_is_refused_with_its_field_and_logged(meter):
     assert _eval(port.port, "tech.set('low_credit', '3.50')") == {"low_credit": "3.50"}
     assert json.loads((d / "settings.json").read_text())["low_credit"] == "3.50"
     assert _eval(port.port, "tech.audit(2)")[1]["result"] == "ok"
+    audit = (d / "audit.log").read_text().splitlines()  # beside the settings file
+    assert [json.loads(x)["result"] for x in audit] == ["refused", "ok"]
     # the meter kept running through all of it
     assert _eval(port.port, "tech.status()['errors']") == 0
 
