@@ -10,6 +10,7 @@
     tech.settings(), tech.set(key, value)   read / change a meter setting (validated)
     tech.version()             software identification: version and firmware hash
     tech.restart()             restart the meter (the relay keeps its journaled state)
+    tech.show(value)           print a result as the console does (for `mpremote exec`)
 
 Reading calls return plain dicts and lists (the console prints them a line each;
 `mpremote eval` gets them as Python values). Every change (set, calibrate, relay test,
@@ -355,9 +356,17 @@ def safe_mode(on=True):
     return bool(on)
 
 
+def show(value):
+    """Print a result as the console's prompt does (for `mpremote exec`)."""
+    from firmware.console import show as text
+
+    print(text(value))
+
+
 def help():
     return [
         "status()  registers()  events(n)  journal()  settings()  audit(n)  version()",
         "set(key, value)  calibrate(volts=, amps=, watts=, watts_half=, amps_n=)",
         "relay_test(confirm=True, seconds=5)  topup(token)  restart()  safe_mode(on)",
+        "show(value): print a result a line an item (mpremote exec)",
     ]

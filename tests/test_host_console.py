@@ -167,6 +167,8 @@ def test_status_answers_while_the_meter_meters(meter):
     # `import tech` works as a module, and exec prints come back
     r = _mpremote(port.port, "resume", "exec", "import tech; print(len(tech.events(5)))")
     assert r.returncode == 0 and int(r.stdout.strip()) >= 1, r.stdout + r.stderr
+    r = _mpremote(port.port, "resume", "exec", "tech.show(tech.status())")
+    assert "meter_id: " + METER_ID in r.stdout and "\nticks: " in r.stdout, r.stdout
 
 
 def test_a_wrong_setting_is_refused_with_its_field_and_logged(meter):
