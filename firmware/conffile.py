@@ -44,7 +44,7 @@ def save(path, data):
     meter does at boot, so that what is rotated there is a good copy.
     """
     _write(path + ".new", data)
-    if _exists(path):
+    if exists(path):
         os.rename(path, path + ".bak")
     os.rename(path + ".new", path)
 
@@ -114,7 +114,8 @@ def _write(path, data):
         f.write(data)
 
 
-def _exists(path):
+def exists(path):
+    """True when `path` names something on the filesystem."""
     try:
         os.stat(path)
         return True

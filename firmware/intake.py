@@ -34,11 +34,10 @@ state integers follow the token memory in the journal record (OPG_FIELDS); they 
 as they are while no key file is installed.
 """
 
-import os
-
 from firmware import events as ev
 from firmware import money, replay
 from firmware import tokencodes as rc
+from firmware.conffile import exists
 from firmware.settings import Settings
 from firmware.tokens import Tokens  # a token without a key answers NotReady
 
@@ -84,7 +83,7 @@ class Intake:
         self._opg_state = state
         self.opaygo_report = None
         path = self.opaygo_path
-        if not path or not (_exists(path) or _exists(path + ".new") or _exists(path + ".bak")):
+        if not path or not (exists(path) or exists(path + ".new") or exists(path + ".bak")):
             return None
         from firmware import opaygo_intake
 
@@ -178,11 +177,3 @@ class Intake:
         m.configure(s)
         if self.on_settings is not None:
             self.on_settings(s.raw)
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False

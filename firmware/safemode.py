@@ -9,7 +9,7 @@ decides. A broken setting can therefore never brick a meter: in safe mode nothin
 MicroPython's own REPL runs.
 """
 
-import os
+from firmware.conffile import exists
 
 FLAG_FILE = "safemode"
 
@@ -17,18 +17,10 @@ active = None  # None until decided
 reason = ""
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 def decide(strap=False):
     """Decide for this start (boot.py); True means safe mode."""
     global active, reason
-    if _exists(FLAG_FILE):
+    if exists(FLAG_FILE):
         active, reason = True, "file '" + FLAG_FILE + "'"
     elif strap:
         active, reason = True, "strap pin held"

@@ -96,6 +96,35 @@ def drive(clock, coro, limit_ms=600000):
     return box.get("v")
 
 
+def run_app(board, app, until_ms, calls=()):
+    """Run the app's tasks to until_ms on the board's virtual clock, in one event loop as
+    on the board, then stop them. Each (at_ms, fn) in `calls` is called inside the loop
+    at that time (as the console calls tech); returns what they returned (or raised)."""
+    import asyncio
+
+    got = []
+
+    async def call(at_ms, fn):
+        await board.clock.sleep_ms(at_ms)
+        try:
+            got.append(fn())
+        except Exception as e:
+            got.append(e)
+
+    async def go():
+        tasks = [asyncio.create_task(t) for t in app.tasks()]
+        for at_ms, fn in calls:
+            tasks.append(asyncio.create_task(call(at_ms, fn)))
+        await board.clock.run(until_ms)
+        for t in tasks:
+            t.cancel()
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(go())
+    return got
+
+
 def fails(exc_type, clock, coro):
     """drive() a coroutine that must raise exc_type; return the exception."""
     try:

@@ -55,16 +55,7 @@ def _app(d, settings, start=MONDAY_NOON, relay_closed=True, balance=None):
 
 def _run(board, app, until_ms):
     """Run the app's tasks on the virtual clock until until_ms, then stop them."""
-
-    async def go():
-        tasks = [asyncio.create_task(t) for t in app.tasks()]
-        await board.clock.run(until_ms)
-        for t in tasks:
-            t.cancel()
-        for _ in range(3):
-            await asyncio.sleep(0)
-
-    asyncio.run(go())
+    support.run_app(board, app, until_ms)
 
 
 class CoilWatch:

@@ -56,31 +56,7 @@ class Meter:
         self.restarts.append(self.app.ticks)
 
     def run(self, until_ms, calls=()):
-        """Run the meter's tasks to until_ms on the virtual clock (one event loop, as on
-        the board); each (at_ms, fn) in `calls` is called inside the loop at that time,
-        as the console calls tech. Returns what the calls returned (or raised)."""
-        board, app = self.board, self.app
-        got = []
-
-        async def call(at_ms, fn):
-            await board.clock.sleep_ms(at_ms)
-            try:
-                got.append(fn())
-            except Exception as e:
-                got.append(e)
-
-        async def go():
-            tasks = [asyncio.create_task(t) for t in app.tasks()]
-            for at_ms, fn in calls:
-                tasks.append(asyncio.create_task(call(at_ms, fn)))
-            await board.clock.run(until_ms)
-            for t in tasks:
-                t.cancel()
-            for _ in range(3):
-                await asyncio.sleep(0)
-
-        asyncio.run(go())
-        return got
+        return support.run_app(self.board, self.app, until_ms, calls)
 
     def close(self):
         tech.attach(None)
