@@ -357,3 +357,33 @@ def test_attach_console_makes_tech_importable_and_serves_it():
         assert b"'10.00'" in bytes(out) and con.errors == 0, bytes(out)
 
     _with_meter(check)
+
+
+def test_main_skips_the_meter_in_safe_mode_and_logs_a_crash_then_resets():
+    d = support.tmpdir()
+    here = os.getcwd()
+    real_build, real_reset = start.build, start._reset
+    calls = []
+
+    def broken_build():
+        calls.append("build")
+        raise OSError("settings storage unreadable")
+
+    try:
+        os.chdir(d)
+        start.build = broken_build
+        start._reset = lambda: calls.append("reset")
+        safemode.decide(True)  # boot.py found the strap pin held
+        start.main()
+        assert calls == []  # safe mode: nothing built, nothing reset
+        safemode.decide(False)
+        start.main()
+        assert calls == ["build", "reset"]
+        log = support.read_file("crash.log").decode()
+        assert "OSError" in log and "settings storage unreadable" in log
+        assert log.count("\n") == 1  # one line per crash, traceback folded in
+    finally:
+        start.build, start._reset = real_build, real_reset
+        os.chdir(here)
+        safemode.active = None
+        support.rmtree(d)
