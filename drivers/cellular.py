@@ -869,7 +869,7 @@ class _SIMCom:
         at.urc("+CIPOPEN:", self._urc_open)
         at.urc("+NETOPEN:", self._urc_netopen)
         at.urc("+CIPCLOSE:", _ignore)
-        at.urc("+NETCLOSE:", _ignore)
+        at.urc("+NETCLOSE:", self._urc_netopen)  # the result of AT+NETCLOSE, the same way
         at.urc("+CIPSEND:", _ignore)  # a late send confirmation
         at.urc("+CEREG:", m._urc_reg)
         at.urc("+CGREG:", m._urc_reg)
@@ -896,7 +896,8 @@ class _SIMCom:
             self.m._opened(s, v[1])
 
     def _urc_netopen(self, line):
-        self.m._pdp_result = _int(line[9:])
+        # "+NETOPEN: <err>" / "+NETCLOSE: <err>": the result attach() waits for
+        self.m._pdp_result = _int(line[line.find(":") + 1 :])
 
     async def init(self, m):
         for cmd in ("AT+CREG=1", "AT+CGREG=1", "AT+CEREG=1"):

@@ -285,6 +285,27 @@ def test_hung_modem_is_detected_and_power_cycled():
     assert got[3] == (cell_mod.ONLINE, False, True)  # PWRKEY off, on: it answers again
 
 
+def test_a_context_left_open_is_closed_on_its_result_not_at_its_deadline():
+    # replies slower than the deadline: three queries time out, the driver gives the modem
+    # up while the modem keeps its packet context; the bring-up then finds NETOPEN open
+    clock, model, cell, pwr = _vrig(timeouts={"telemetry": 1000})
+    got = _running(
+        clock,
+        cell,
+        [
+            (2000, lambda: cell.state),
+            (2001, lambda: setattr(model, "slow_ms", 6000)),
+            (40000, lambda: (cell.last_error, model.net_open, model.reboots)),
+            (40001, lambda: setattr(model, "slow_ms", 0)),
+            (60000, lambda: (cell.state, model.log.count("AT+NETCLOSE"), model.powered)),
+        ],
+    )
+    assert got[0] == cell_mod.ONLINE
+    assert got[2] == (cell_mod.MODEM_TIMEOUT, True, 0)
+    # online again well inside pdp_close (60 s): +NETCLOSE: 0 ended the wait
+    assert got[4] == (cell_mod.ONLINE, 1, True)
+
+
 def test_quectel_bring_up():
     clock, model, cell, pwr = _vrig(dialect="quectel", powered=False)
     _drive(clock, cell.start())
