@@ -55,14 +55,16 @@ _ACK = 1
 
 class Comms:
     """app: firmware.app.App; link: connect(host, port, timeout_ms) -> socket (see
-    firmware/mqtt.py) and telemetry() -> dict; key: the MeterKey (signs and checks)."""
+    firmware/mqtt.py) and telemetry() -> dict; key: the MeterKey (signs and checks; after
+    a key change token the new key does, see `mac`)."""
 
     def __init__(self, app, link, key, queue_max=32, timeout_ms=10000, open_timeout_ms=60000):
         s = app.meter.settings
         self.app = app
         self.link = link
         self.clock = app.board.clock
-        self.mac = key.msg_mac()
+        self._key = key
+        self._mac = key.msg_mac()
         self.meter_id = str(parse_meter_id(s.meter_id))  # "01001" is meter 1001
         self.host = s.mqtt_host
         self.port = s.mqtt_port
@@ -94,6 +96,16 @@ class Comms:
         }
         self._stop = False
         app.meter.log.listeners.append(self._on_event)
+
+    @property
+    def mac(self):
+        """The message key of the meter key in force: after a key change token the
+        messages are signed, and commands checked, under the new key at once."""
+        key = self.app.intake.tokens.key
+        if key is not None and key is not self._key:
+            self._key = key
+            self._mac = key.msg_mac()
+        return self._mac
 
     # -- outgoing messages ----------------------------------------------------------------
 

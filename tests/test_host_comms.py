@@ -337,3 +337,36 @@ def test_signed_commands_change_tariff_thresholds_and_relay(tmp_path, broker, ke
         assert st["settings"]["low_credit"] == "3.00"
         w.close()
     assert not w.bad
+
+
+def test_after_a_key_change_over_mqtt_messages_and_commands_use_the_new_key(
+    tmp_path, broker, keystore
+):
+    vk = keystore[1]
+    with _meter(tmp_path, broker, keystore) as m:
+        m.wait(lambda s: s["online"])
+        new = core.meter_key(vk, m.meter_id, 1)
+        w = Watcher(broker.port, m.meter_id, new)  # the back office moves to revision 1
+        material = core.key_material(vk, m.meter_id, 1)
+        env = core.envelope(
+            m.key, 0, m.meter_id, 5, core.stamp_now(), 0, "key_change_1", 0, 255, material
+        )
+        w.publish("topup", env)
+        ack = w.wait(lambda k, o: k == "ack" and o.get("token") == 5)
+        assert ack["result"] == "accepted" and ack["code"] == 3  # KCT2: the key changed
+        # a command signed with the new key is taken; one under the old key is not
+        w.publish("cmd", messages.make_cmd(m.key, m.meter_id, 1, "report"))
+        assert w.wait(lambda k, o: k == "ack" and o.get("result") == "mac")["cmd"] is None
+        w.publish("cmd", messages.make_cmd(new, m.meter_id, 2, "report"))
+        assert w.wait(lambda k, o: k == "ack" and o.get("cmd") == 2)["result"] == "accepted"
+        # and so after a restart (the new key file)
+        m.stop()
+        m.start()
+        m.wait(lambda s: s["online"])
+        w.publish("cmd", messages.make_cmd(new, m.meter_id, 3, "report"))
+        assert w.wait(lambda k, o: k == "ack" and o.get("cmd") == 3)["result"] == "accepted"
+        w.close()
+    # only what was signed before the change (the retained state) needs the old key
+    before = [messages.verify(m.key, p) for _, _, p in w.bad]
+    assert all(o["boot"] == 1 and o["seq"] < ack["seq"] for o in before)
+    assert _sequenced([o for _, o in w.got])
