@@ -1,0 +1,416 @@
+"""CPython-only: the build (tools/build.py), flash (tools/flash.py), deploy (tools/deploy.py)
+and the technicians' mpremote shortcuts (tools/mpremote/config.py).
+
+The image is checked three ways: by littlefs-python (geometry, exact file list, no fake
+`machine`), under `micropython` (mounted with vfs.VfsLfs2 over a file-backed block
+device, the version hash recomputed by the firmware's own firmware/version.py), and by
+the esptool commands and merge-bin output that would put it on a board.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tools import build, deploy, flash
+from tools.sim.host import micropython_cmd
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def cli(*args, cwd=ROOT):
+    return subprocess.run([PY, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def expected_paths():
+    out = {"boot.py", "main.py", "version.json", "lib/umqtt/simple.mpy"}
+    for d in ("firmware", "drivers"):
+        out |= {"%s/%s.mpy" % (d, p.stem) for p in (ROOT / d).glob("*.py")}
+    return out
+
+
+_EXPECTED = {}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    _EXPECTED["paths"] = expected_paths()  # the tree as built (others may add files)
+    r = cli("tools.build", "--out", str(out), "--no-fetch")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def built_paths():
+    return _EXPECTED["paths"]
+
+
+# -- the image ---------------------------------------------------------------------------
+def test_default_image_is_the_4mb_vfs_partition(built):
+    info = json.loads((built / "vfs.json").read_text())
+    assert (info["offset"], info["size"], info["block_size"], info["block_count"]) == (
+        0x200000,
+        0x200000,
+        4096,
+        512,
+    )
+    assert (built / "vfs.bin").stat().st_size == 512 * 4096
+    from littlefs import LittleFS
+    from littlefs.context import UserContext
+
+    # the superblock itself says 512 blocks (block_count 0: read it from the disk)
+    fs = LittleFS(
+        context=UserContext(buffer=bytearray((built / "vfs.bin").read_bytes())),
+        block_size=4096,
+        block_count=0,
+    )
+    assert fs.fs_stat().block_count == 512
+
+
+def test_image_holds_exactly_the_software(built):
+    files = build.read_image((built / "vfs.bin").read_bytes())
+    assert set(files) == built_paths()
+    assert not [p for p in files if p.rpartition("/")[2] in ("machine.py", "esp32.py")]
+    assert not [p for p in files if p.startswith(("tools/", "tests/"))]
+    assert sorted(p for p in files if p.endswith(".py")) == ["boot.py", "main.py"]
+    assert files["main.py"] == (ROOT / "main.py").read_bytes()
+    for p, data in files.items():  # what the image holds is what was staged
+        assert (built / "fs" / p).read_bytes() == data
+    mpy = files["firmware/app.mpy"]
+    assert mpy[:2] == b"M\x06"  # mpy v6 bytecode
+
+
+def test_version_manifest_follows_the_hash_rule(built):
+    files = build.read_image((built / "vfs.bin").read_bytes())
+    v = json.loads(files["version.json"])
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        assert v["version"] == tomllib.load(f)["project"]["version"]
+    assert set(v["files"]) == set(files) - {"version.json"}
+    for p, h in v["files"].items():
+        assert hashlib.sha256(files[p]).hexdigest() == h
+    lines = "".join("%s %s\n" % (p, v["files"][p]) for p in sorted(v["files"]))
+    assert v["hash"] == hashlib.sha256(lines.encode()).hexdigest()
+    from firmware import version as on_meter  # the meter's own rule, run on CPython
+
+    assert on_meter.combined(v["files"]) == v["hash"]
+
+
+def test_geometries_and_refusals():
+    assert build.geometry("8MB")["block_count"] == 1536
+    assert build.geometry("16MB")["block_count"] == 3584
+    ota = build.geometry("4MB-ota")
+    assert (ota["offset"], ota["size"], ota["block_count"]) == (0x310000, 0xF0000, 240)
+    custom = build.geometry(offset=0x300000, size=0x100000, block_count=256)
+    assert (custom["name"], custom["block_count"]) == ("custom", 256)
+    with pytest.raises(build.BuildError, match=r"block count 256 does not match.*512 blocks"):
+        build.geometry("4MB", block_count=256)
+    with pytest.raises(build.BuildError, match="not a whole number of 4096-byte blocks"):
+        build.geometry(size=0x100800)
+    with pytest.raises(build.BuildError, match="not a multiple"):
+        build.geometry(offset=0x200800)
+
+
+def test_cli_refuses_a_block_count_that_is_not_the_partition(tmp_path):
+    r = cli("tools.build", "--out", str(tmp_path), "--block-count", "1024", "--no-fetch")
+    assert r.returncode != 0
+    assert "block count 1024 does not match the partition" in r.stderr
+    assert not (tmp_path / "vfs.bin").exists()
+
+
+def test_ota_geometry_image(tmp_path):
+    r = cli("tools.build", "--out", str(tmp_path), "--geometry", "4MB-ota", "--no-fetch")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "vfs.bin").stat().st_size == 240 * 4096
+    assert json.loads((tmp_path / "vfs.json").read_text())["offset"] == 0x310000
+
+
+def test_factory_files_are_in_the_image_not_in_the_software(tmp_path):
+    from tools.vend import core
+
+    key = core.meter_key(bytes(32), 4711)
+    (tmp_path / "meter.key").write_bytes(core.meter_key_record(key, 0, 255))
+    (tmp_path / "settings.json").write_text(json.dumps({"meter_id": "4711"}))
+    out = tmp_path / "b"
+    r = cli(
+        "tools.build",
+        "--out",
+        str(out),
+        "--settings",
+        str(tmp_path / "settings.json"),
+        "--key",
+        str(tmp_path / "meter.key"),
+        "--no-fetch",
+    )
+    assert r.returncode == 0, r.stderr
+    files = build.read_image((out / "vfs.bin").read_bytes())
+    assert files["meter.key"] == (tmp_path / "meter.key").read_bytes()
+    assert json.loads(files["settings.json"]) == {"meter_id": "4711"}
+    v = json.loads(files["version.json"])
+    assert "settings.json" not in v["files"] and "meter.key" not in v["files"]
+    pkg = json.loads((out / "package.json").read_text())
+    assert not [u for u in pkg["urls"] if u[0] in ("settings.json", "meter.key")]
+    # a setting the meter would refuse is refused here, by name
+    (tmp_path / "bad.json").write_text(json.dumps({"low_credit": "lots"}))
+    r = cli("tools.build", "--out", str(out), "--settings", str(tmp_path / "bad.json"))
+    assert r.returncode != 0 and "low_credit" in r.stderr
+    (tmp_path / "bad.key").write_bytes(b"\x00" * 44)
+    r = cli("tools.build", "--out", str(out), "--key", str(tmp_path / "bad.key"))
+    assert r.returncode != 0 and "meter key" in r.stderr
+
+
+MOUNT = """
+import os, sys, vfs
+class Dev:
+    def __init__(self, path, blocks):
+        self.f = open(path, "r+b")
+        self.n = blocks
+    def readblocks(self, b, buf, off=0):
+        self.f.seek(b * 4096 + off)
+        got = self.f.readinto(buf)
+        for i in range(got or 0, len(buf)):
+            buf[i] = 0xFF
+    def writeblocks(self, b, buf, off=None):
+        self.f.seek(b * 4096 + (off or 0))
+        self.f.write(buf)
+    def ioctl(self, op, arg):
+        if op == 4: return self.n
+        if op == 5: return 4096
+        if op == 6:
+            self.f.seek(arg * 4096); self.f.write(b"\\xff" * 4096)
+        return 0
+def walk(d, out):
+    for name, kind, *_ in os.ilistdir(d):
+        p = d + "/" + name
+        if kind == 0x4000: walk(p, out)
+        else: out.append(p[len("/img/"):])
+    return out
+try:
+    vfs.mount(vfs.VfsLfs2(Dev(sys.argv[1], int(sys.argv[2]))), "/img")
+except OSError as e:
+    print("MOUNT-FAILED", e.errno)
+    sys.exit(0)
+st = os.statvfs("/img")
+sys.path.insert(0, "/img")
+from firmware import version
+got = version.identify("/img")
+print({"files": sorted(walk("/img", [])), "bsize": st[0], "blocks": st[2],
+       "match": got["match"], "hash": got["hash"], "n": got["files"]})
+"""
+
+
+def _mount(tmp_path, image, blocks):
+    script = tmp_path / "mount_img.py"
+    script.write_text(MOUNT)
+    env = dict(os.environ, MICROPYPATH=".frozen")
+    r = subprocess.run(
+        [micropython_cmd(), str(script), str(image), str(blocks)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_image_mounts_under_micropython_and_identifies_itself(built, tmp_path):
+    import ast
+    import shutil
+
+    img = tmp_path / "vfs.bin"
+    shutil.copyfile(built / "vfs.bin", img)
+    got = ast.literal_eval(_mount(tmp_path, img, 512))
+    assert set(got["files"]) == built_paths()
+    assert (got["bsize"], got["blocks"]) == (4096, 512)
+    v = json.loads((built / "version.json").read_text())
+    # firmware/version.py, under MicroPython, over the mounted files: the build's hash
+    assert got["match"] is True and got["hash"] == v["hash"]
+    assert got["n"] == len(v["files"])
+
+
+def test_wrong_geometry_does_not_mount_under_micropython(tmp_path):
+    out = tmp_path / "b"
+    r = cli("tools.build", "--out", str(out), "--size", "0x100000", "--no-fetch")
+    assert r.returncode == 0, r.stderr
+    assert (out / "vfs.bin").stat().st_size == 256 * 4096
+    # a 256-block image flashed into the 512-block partition: littlefs refuses it
+    assert _mount(tmp_path, out / "vfs.bin", 512) == "MOUNT-FAILED 22"
+    assert _mount(tmp_path, out / "vfs.bin", 256).startswith("{")
+
+
+def test_manifest_py_freezes_the_tree(built):
+    calls = []
+
+    def record(name):
+        return lambda *a, **kw: calls.append((name, a, kw))
+
+    g = {n: record(n) for n in ("metadata", "include", "require", "package", "module")}
+    cwd = os.getcwd()
+    os.chdir(built)  # MicroPython's manifestfile resolves paths from the manifest's dir
+    try:
+        exec(compile((built / "manifest.py").read_text(), "manifest.py", "exec"), g)
+        packages = {}
+        for name, a, kw in calls:
+            if name == "package":
+                base = Path(kw["base_path"]).resolve()
+                for f in kw["files"]:
+                    assert (base / a[0] / f).is_file(), (a[0], f)
+                packages[a[0]] = set(kw["files"])
+    finally:
+        os.chdir(cwd)
+    assert calls[0][0] == "metadata" and calls[0][2]["version"] == build.project_version()
+    assert ("require", ("umqtt.simple",), {}) in calls
+    assert ("include", ("$(PORT_DIR)/boards/manifest.py",), {}) in calls
+    for d in ("firmware", "drivers"):
+        want = {p[len(d) + 1 : -4] + ".py" for p in built_paths() if p.startswith(d + "/")}
+        assert packages[d] == want
+
+
+def test_package_json_mirrors_the_image(built):
+    pkg = json.loads((built / "package.json").read_text())
+    assert pkg["version"] == build.project_version()
+    files = build.read_image((built / "vfs.bin").read_bytes())
+    assert {dest for dest, _ in pkg["urls"]} == set(files)
+    for dest, src in pkg["urls"]:
+        assert not src.startswith(("/", "http", "github:"))  # relative to package.json
+        assert (built / src).read_bytes() == files[dest]
+
+
+# -- flash ---------------------------------------------------------------------------------
+@pytest.fixture()
+def firmware_bin(tmp_path):
+    fw = tmp_path / "ESP32_GENERIC-v1.26.0.bin"
+    data = bytes((i * 7 + 1) % 251 for i in range(300000))  # not an image header (0xE9)
+    fw.write_bytes(data)
+    return fw
+
+
+def _dry(*args):
+    r = cli("tools.flash", *args, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1].split()
+
+
+def test_flash_commands(built, firmware_bin):
+    img = str(built / "vfs.bin")
+    cmd = _dry("write", "-p", "/dev/ttyUSB0", "--firmware", str(firmware_bin), "--image", img)
+    assert Path(cmd[0]).name == "esptool"
+    assert (
+        cmd[1:]
+        == (
+            "--chip esp32 -p /dev/ttyUSB0 -b 460800 write-flash 0x1000 %s 0x200000 %s"
+            % (firmware_bin, img)
+        ).split()
+    )
+    cmd = _dry("write", "-p", "COM3", "--app-only", "--image", img)
+    assert cmd[1:] == ("--chip esp32 -p COM3 -b 460800 write-flash 0x200000 %s" % img).split()
+    for chip in ("esp32s3", "esp32c3", "esp32c6"):
+        cmd = _dry(
+            "write", "-p", "/dev/ttyACM0", "--chip", chip, "--erase",
+            "--firmware", str(firmware_bin), "--image", img,
+        )  # fmt: skip
+        assert (
+            cmd[1:]
+            == (
+                "--chip %s -p /dev/ttyACM0 -b 460800 write-flash --erase-all 0x0 %s 0x200000 %s"
+                % (chip, firmware_bin, img)
+            ).split()
+        )
+    r = cli("tools.flash", "write", "-p", "X", "--image", img, "--dry-run")
+    assert r.returncode != 0 and "--firmware" in r.stderr
+    r = cli("tools.flash", "write", "-p", "X", "--app-only", "--erase", "--image", img)
+    assert r.returncode != 0 and "erase" in r.stderr
+
+
+def test_flash_uses_the_geometry_the_build_recorded(tmp_path, firmware_bin):
+    r = cli("tools.build", "--out", str(tmp_path), "--geometry", "4MB-ota", "--no-fetch")
+    assert r.returncode == 0, r.stderr
+    cmd = _dry("write", "-p", "P", "--app-only", "--image", str(tmp_path / "vfs.bin"))
+    assert cmd[-2:] == ["0x310000", str(tmp_path / "vfs.bin")]
+
+
+def test_merge_bin_puts_the_image_at_the_vfs_offset(built, firmware_bin, tmp_path):
+    out = tmp_path / "factory.bin"
+    r = cli(
+        "tools.flash", "merge-bin", "--firmware", str(firmware_bin),
+        "--image", str(built / "vfs.bin"), "-o", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = out.read_bytes()
+    img = (built / "vfs.bin").read_bytes()
+    fw = firmware_bin.read_bytes()
+    assert len(data) == 0x400000
+    assert data[:0x1000] == b"\xff" * 0x1000
+    assert data[0x1000 : 0x1000 + len(fw)] == fw
+    assert data[0x1000 + len(fw) : 0x200000] == b"\xff" * (0x200000 - 0x1000 - len(fw))
+    assert data[0x200000:] == img
+
+
+def test_flash_refuses_an_image_that_is_not_its_partition(built, tmp_path):
+    (tmp_path / "vfs.bin").write_bytes((built / "vfs.bin").read_bytes()[: 256 * 4096])
+    (tmp_path / "vfs.json").write_text((built / "vfs.json").read_text())
+    with pytest.raises(flash.FlashError, match="partition is 2097152"):
+        flash.write_command("P", image=str(tmp_path / "vfs.bin"), app_only=True)
+
+
+# -- deploy and shortcuts --------------------------------------------------------------------
+def test_deploy_push_command(built):
+    cmd = deploy.push_command("/dev/ttyUSB0", str(built))
+    assert Path(cmd[0]).name == "mpremote"
+    assert cmd[1:4] == ["connect", "/dev/ttyUSB0", "resume"]
+    stage = str(built / "fs")
+    i = cmd.index("-r")
+    assert cmd[i - 2 : i] == ["fs", "cp"]
+    assert cmd[i + 1 : i + 5] == [stage + "/firmware", stage + "/drivers", stage + "/lib", ":"]
+    assert cmd[-4:] == ["fs", "cp", stage + "/version.json", ":"]  # last: identification
+    code = cmd[cmd.index("exec") + 1]
+    compile(code, "cleanup", "exec")
+    assert "os.remove" in code and "'firmware/app.mpy'" in code
+    assert not [a for a in cmd if "settings.json" in a or "meter.key" in a]
+    assert "reset" not in cmd and "soft-reset" not in cmd
+    assert deploy.push_command("socket://h:1", str(built), reset=True)[-2:] == ["+", "reset"]
+    r = cli("tools.deploy", "push", "-p", "/dev/ttyUSB0", "--build", str(built), "--dry-run")
+    assert r.returncode == 0 and "resume fs cp -r" in r.stdout
+
+
+def test_shortcuts_expand_with_resume(tmp_path, monkeypatch):
+    r = cli("tools.deploy", "install-shortcuts", "--dest", str(tmp_path / "mpremote"))
+    assert r.returncode == 0, r.stderr
+    installed = tmp_path / "mpremote" / "config.py"
+    assert installed.read_bytes() == (ROOT / "tools/mpremote/config.py").read_bytes()
+    installed.write_text("commands = {}\n")
+    r = cli("tools.deploy", "install-shortcuts", "--dest", str(tmp_path / "mpremote"))
+    assert r.returncode != 0 and "--force" in r.stderr
+    # mpremote's own config loader and expansion
+    from mpremote import main as mp
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "x"))
+    monkeypatch.setenv("METER_PORT", "/dev/ttyUSB7")
+    (tmp_path / "x" / "mpremote").mkdir(parents=True)
+    (tmp_path / "x" / "mpremote" / "config.py").write_bytes(
+        (ROOT / "tools/mpremote/config.py").read_bytes()
+    )
+    mp.prepare_command_expansions(mp.load_user_config())
+    for name in ("status", "registers", "events", "journal", "settings", "set", "version"):
+        assert name in mp._command_expansions
+    for name in ("audit", "topup", "calibrate", "relay-test"):
+        assert name in mp._command_expansions
+    args = ["meter", "status"]
+    mp.do_command_expansion(args)
+    assert args == ["connect", "/dev/ttyUSB7", "resume", "status"]
+    args = args[3:]
+    mp.do_command_expansion(args)
+    assert args[:2] == ["resume", "exec"] and "tech.status()" in args[2]
+    compile(args[2], "status", "exec")
+    args = ["topup", "48313235137846774352"]
+    mp.do_command_expansion(args)
+    assert args[:2] == ["exec", "token=48313235137846774352"] and args[2] == "resume"
+    args = ["events"]
+    mp.do_command_expansion(args)
+    assert args[:2] == ["exec", "n=20"]

