@@ -8,6 +8,7 @@ The board object (real pins in the board module, simulated in tools/sim) provide
   relay        drivers.relay.LatchingRelay
   store        load() -> state fields or None; save(fields)
   indicator    drivers.indicator.Indicator or None
+  keypad       optional: drivers.keypad.MatrixKeypad (firmware/keyentry.py reads it)
 The metering task calls `step()` every `tick_ms`; `step()` allocates nothing in the
 steady state. State is saved at once after a top-up, a relay change or any credit
 event, and otherwise when the unsaved charges reach `persist_money` (but not sooner
@@ -64,6 +65,11 @@ class App:
         self.watchdog = None  # machine.WDT (start-up arms it on the board)
         self.watchdog_ms = 0
         self.extra_tasks = []  # coroutines start-up adds (the technician's console)
+        self.entry = None  # firmware/keyentry.Entry when the board has a keypad
+        if getattr(board, "keypad", None) is not None:
+            from firmware.keyentry import Entry
+
+            self.entry = Entry(self, board.clock)
         self.boots = 1
         self.cmd_id = 0
         state = board.store.load()
@@ -249,8 +255,16 @@ class App:
                 seen = self.ticks
                 self.watchdog.feed()
 
+    async def entry_task(self):
+        """Drops a keypad line the customer left (once a second: no hurry)."""
+        while True:
+            await self.board.clock.sleep_ms(1000)
+            self.entry.expire()
+
     def tasks(self):
         out = [self.metering_task(), self.relay_task(), self.persist_task()]
+        if self.entry is not None:
+            out += [self.board.keypad.run(self.entry.key), self.entry_task()]
         if self.watchdog is not None:
             out.append(self.watchdog_task())
         if self.board.indicator is not None:

@@ -40,6 +40,7 @@ class SimBoard:
         flash_sectors=JOURNAL_SECTORS,
         flash=None,
         clock=None,
+        keypad=False,
     ):
         self.clock = clock if clock is not None else VirtualClock()
         self.modem_model = None
@@ -70,6 +71,11 @@ class SimBoard:
             self.chip = None
             self.model_heap = 0
             self.mains = PowerSource(self.clock, self.relay_model)
+        self.keypad_model = None  # tools/sim/keypad.py when the board has a keypad
+        if keypad:
+            from tools.sim.keypad import KeypadModel
+
+            self.keypad_model = KeypadModel(self.clock)
         self.led = SimPin("led", self.clock)
         self.buzzer = SimPin("buzzer", self.clock)
         self.flash = None
@@ -100,6 +106,12 @@ class SimBoard:
             min_interval_ms=settings.relay_min_interval_ms,
         )
         self.indicator = Indicator(self.clock, led=self.led, buzzer=self.buzzer)
+        self.keypad = None
+        if self.keypad_model is not None:
+            from drivers.keypad import MatrixKeypad
+
+            km = self.keypad_model
+            self.keypad = MatrixKeypad(km.rows, km.cols, km.keymap, self.clock, scan_ms=20)
         if self.flash is not None:
             self.store = Journal(self.flash, len(STATE_FIELDS))
         else:
