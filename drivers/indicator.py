@@ -2,7 +2,10 @@
 
 Each pattern is a tuple of (on_ms, off_ms) pairs played on the LED and, where it
 sounds, the buzzer. `play(name)` queues a pattern (a newer one replaces one still
-waiting); `run()` is the task that plays them. Pins are injected.
+waiting); `run()` is the task that plays them. Pins are injected. While `quiet()` says
+so (the meter's quiet hours) the unsolicited patterns, the ones nobody asked for
+(low-credit warning, disconnected), show on the LED only; the answers to a customer at
+the keypad (click, accepted, rejected) always sound.
 
     ind = Indicator(clock, led=Pin(2, Pin.OUT), buzzer=Pin(4, Pin.OUT))
 """
@@ -16,6 +19,8 @@ PATTERNS = {
     "disconnected": (True, ((1000, 300), (1000, 0))),
     "reconnected": (False, ((300, 0),)),
 }
+
+UNSOLICITED = ("low_credit", "disconnected")
 
 
 class Indicator:
@@ -50,7 +55,8 @@ class Indicator:
             name = self.pending
             self.pending = None
             sounds, steps = PATTERNS[name]
-            buzz = self.buzzer if sounds and not (self.quiet and self.quiet()) else None
+            hush = name in UNSOLICITED and self.quiet is not None and self.quiet()
+            buzz = self.buzzer if sounds and not hush else None
             for on_ms, off_ms in steps:
                 self._set(buzz, 1)
                 await self.clock.sleep_ms(on_ms)

@@ -27,6 +27,7 @@ from firmware.intake import STATE_FIELDS as INTAKE_FIELDS
 from firmware.intake import Intake
 from firmware.meter import Meter
 from firmware.settings import Settings
+from firmware.tariff import in_window
 from firmware.wallclock import WallClock
 
 _PATTERN = {
@@ -65,6 +66,8 @@ class App:
         self.watchdog = None  # machine.WDT (start-up arms it on the board)
         self.watchdog_ms = 0
         self.extra_tasks = []  # coroutines start-up adds (the technician's console)
+        if board.indicator is not None:
+            board.indicator.quiet = self.quiet_now
         self.entry = None  # firmware/keyentry.Entry when the board has a keypad
         if getattr(board, "keypad", None) is not None:
             from firmware.keyentry import Entry
@@ -152,6 +155,14 @@ class App:
         if self.on_settings is not None:
             self.on_settings(s.raw)
         self.request_relay()
+
+    def quiet_now(self):
+        """True inside the quiet hours (local time): warnings show on the LED only."""
+        c = self.meter.clock
+        for w in self.meter.settings.quiet_hours:
+            if in_window(w[0], w[1], w[2], c):
+                return True
+        return False
 
     def _source_event(self, kind, detail):
         m = self.meter

@@ -23,6 +23,8 @@ SCHEMA = {
     "reconnect_min": ("money", "1.00", None, None),
     "emergency_credit": ("money", "0", None, None),
     "friendly": ("windows", [], None, None),
+    # The buzzer stays silent for unsolicited warnings (low credit, disconnected) here.
+    "quiet_hours": ("windows", [{"from": "21:00", "to": "07:00"}], None, None),
     "holidays": ("dates", [], None, None),
     "debt_recovery_percent": ("int", 0, 0, 100),
     "reconnect_needs_button": ("bool", False, None, None),

@@ -185,3 +185,31 @@ def test_a_line_left_alone_is_dropped():
     changes = app.entry.changes
     _type(board, app, "5", after_ms=200)
     assert app.entry.digits == "5" and app.entry.changes > changes
+
+
+def _night_and_day(sod):
+    """A meter at `sod` whose balance crosses the low-credit threshold in a few seconds;
+    returns (buzzer went on during the warning, LED went on, buzzer on at a key press)."""
+    settings = Settings(RAW)
+    board = SimBoard((2026, 1, 5, sod), None, settings, meter="ideal", keypad=True)
+    asyncio.new_event_loop()
+    app = App(board, settings, key=KEY)
+    app.meter.open_account(210)  # 2.10: low credit (2.00) after 10 s at 36 kW
+    app.save()
+    board.mains.set_watts(36000)
+    seen = {"buzzer": [], "led": []}
+    board.buzzer.watchers.append(lambda p, v: v and seen["buzzer"].append(board.clock.now))
+    board.led.watchers.append(lambda p, v: v and seen["led"].append(board.clock.now))
+    support.run_app(board, app, 16000)
+    assert "low_credit" in board.indicator.played
+    late = [t for t in seen["buzzer"] if t > 6000], [t for t in seen["led"] if t > 6000]
+    warned_buzz, warned_led = bool(late[0]), bool(late[1])  # after the start-up patterns
+    seen["buzzer"] = []
+    board.keypad_model.type("*", at_ms=board.clock.now + 100)
+    support.run_app(board, app, board.clock.now + 1000)
+    return warned_buzz, warned_led, bool(seen["buzzer"])
+
+
+def test_quiet_hours_silence_the_warning_but_not_the_keypad():
+    assert _night_and_day(23 * 3600) == (False, True, True)  # 23:00: LED only
+    assert _night_and_day(12 * 3600) == (True, True, True)  # noon: it sounds
