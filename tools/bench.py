@@ -43,8 +43,14 @@
   topup_latency_ms, topup_ack_ms, reconnect_s  remote top-ups over MQTT on loopback
                     (mosquitto, the live meter with the modem model; tools/bench_comms.py)
 
+  image_files, image_mpy_bytes, image_used_bytes  the software image tools/build makes:
+                    files, bytes of .mpy code, bytes of the 2 MB LittleFS partition used
+  boot_firmware_heap_bytes, boot_heap_free_110wk  a factory image booted on the emulated
+                    board: the heap the built meter holds (less the emulator's models)
+                    and what a 110 K-word heap has left then (tools/bench_image.py)
+
 Usage: python tools/bench.py [section ...]
-  sections: tick, sim, heap, journal, tokens, comms
+  sections: tick, sim, heap, journal, tokens, comms, image
 """
 
 import copy
@@ -180,10 +186,14 @@ def main(sections):
         from tools.bench_comms import comms_figures
 
         figures.update(comms_figures())
+    if "image" in sections:
+        from tools.bench_image import image_figures
+
+        figures.update(image_figures())
     print(json.dumps(figures, indent=1, sort_keys=True))
 
 
-SECTIONS = ("tick", "sim", "heap", "journal", "tokens", "comms")
+SECTIONS = ("tick", "sim", "heap", "journal", "tokens", "comms", "image")
 
 if __name__ == "__main__":
     asked = sys.argv[1:] or SECTIONS

@@ -1,0 +1,74 @@
+"""Image and emulated-boot figures for tools/bench.py's "image" section (CPython host tool).
+
+  image_files        files in the software image (tools/build defaults: boot.py, main.py,
+                     the .mpy of firmware/ and drivers/, umqtt.simple, version.json)
+  image_mpy_bytes    bytes of .mpy code in it (mpy-cross -march=xtensawin)
+  image_used_bytes   bytes of the 2 MB LittleFS partition in use (blocks x 4096)
+  boot_firmware_heap_bytes  heap the firmware holds once the meter is built and its
+                     tasks run (boot.py + main.py of a factory image on the emulated board,
+                     sampled after gc.collect() at the first watchdog feed), less the
+                     emulator's own allocation (models, fakes, NOR flash bytes)
+  boot_heap_free_110wk  gc.mem_free() at that point when the heap beyond the emulator's
+                     allocation is 110 K words (an ESP32 WROOM's ~110 KB in 64-bit
+                     words: `-X heapsize=110wk` is 222,592 bytes of GC heap here)
+
+Usage: python tools/bench_image.py -> the figures as JSON.
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tools import build  # noqa: E402
+from tools.sim import emu  # noqa: E402
+
+HEAP_110WK = 222592  # gc.mem_free() + gc.mem_alloc() under -X heapsize=110wk (x86-64)
+HEAP_110WK_ARG = 110 * 1024 * 2  # the bytes -X heapsize=110wk asks for (GC tables inside)
+
+
+def _factory(tmp):
+    from tools.vend import core
+
+    key = core.meter_key(bytes(range(32)), 4711000001)
+    (tmp / "meter.key").write_bytes(core.meter_key_record(key, 0, 255))
+    (tmp / "settings.json").write_text(json.dumps({"meter_id": "4711000001"}))
+    build.build(tmp / "factory", settings=tmp / "settings.json", key=tmp / "meter.key")
+    return tmp / "factory/vfs.bin"
+
+
+def _boot(image, state, heap):
+    r = emu.boot(image, state, {"load_w": 1000}, seconds=3, heap=heap, fresh=True)
+    rep = r["report"]
+    if r["rc"] != 0 or rep is None or rep["end"] != "time_limit" or not rep["heap"]:
+        raise RuntimeError(
+            "emulated boot failed (heap %s):\n%s%s" % (heap, r["stdout"], r["stderr"])
+        )
+    return rep
+
+
+def image_figures():
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="meter-bench-") as t:
+        tmp = Path(t)
+        s = build.build(tmp / "software")
+        figures["image_files"] = s["files"]
+        figures["image_mpy_bytes"] = s["code_bytes"]
+        figures["image_used_bytes"] = s["bytes_used"]
+        image = _factory(tmp)
+        first = _boot(image, tmp / "s1", "1024wk")
+        emulator = first["emulator_alloc"]
+        figures["boot_firmware_heap_bytes"] = first["heap"]["alloc"] - emulator
+        # the same boot in a heap whose part beyond the emulator is 110 K words
+        heap = (HEAP_110WK + emulator) * HEAP_110WK_ARG // HEAP_110WK + 1
+        tight = _boot(image, tmp / "s2", str(heap))
+        figures["boot_heap_free_110wk"] = tight["heap"]["free"]
+    return figures
+
+
+if __name__ == "__main__":
+    print(json.dumps(image_figures(), indent=1, sort_keys=True))
