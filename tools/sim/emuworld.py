@@ -6,6 +6,7 @@ MICROPYPATH and the tree after it). One `World` holds, in real (wall) time:
   with the configured load (drawn only while the relay contacts are closed);
 - the latching relay model on the relay_set / relay_reset coil pins, the LED and buzzer;
 - input pins: pulled up ones read 1 unless the world holds them low (the BOOT strap);
+- the I2C bus with the device models the configuration puts there (none: no ACK);
 - the cellular modem model on the modem UART and its PWRKEY pin, when configured;
 - the partitions: "vfs" (a file-backed block device with NOR flash rules: erase to 0xFF,
   programming only clears bits) and "journal" (the NOR flash model tools/sim/nor.py,
@@ -25,7 +26,8 @@ variable METER_EMU_WORLD), every key optional:
   vfs_offset, vfs_blocks (the partition's size in blocks: default the file's size),
   journal (file; null: no journal partition), journal_sectors (16), state (JSON file
   keeping the world across boots: relay contacts, reset cause, RTC memory), reset_cause,
-  unique_id (hex), modem {"dialect", "boot_ms", "net_ms"}, spi_hang_after_reads (the
+  unique_id (hex), modem {"dialect", "boot_ms", "net_ms"}, i2c {address: "module:Class"}
+  (device models on the I2C bus: write(bytes), optional read(n)), spi_hang_after_reads (the
   metering bus hangs for good after that many energy register reads, i.e. metering
   ticks: a fault for the watchdog).
 """
@@ -348,6 +350,14 @@ class World:
                 boot_ms=m.get("boot_ms", 300),
                 net_ms=m.get("net_ms", 20),
             )
+        # devices on the I2C bus (a display...): {"60": "tools.sim.ssd1306:SSD1306Model"}
+        self.i2c_devices = {}
+        self.i2c_transfers = 0
+        for addr, spec in (cfg.get("i2c") or {}).items():
+            mod, _, cls = spec.partition(":")
+            m = __import__(mod, None, None, [cls])
+            a = int(addr, 0) if isinstance(addr, str) else addr
+            self.i2c_devices[a] = getattr(m, cls)(addr=a)
         # partitions
         self.vfs = None
         if cfg.get("vfs"):
@@ -502,6 +512,7 @@ class World:
             "reset_cause": self.reset_cause,
             "heap": self.heap,
             "hardware_calls": self.hardware_calls,
+            "i2c_transfers": self.i2c_transfers,
         }
         if self.journal is not None:
             out["journal_erases"] = sum(self.journal.erases)

@@ -5,7 +5,8 @@ With tools/sim/fakes first on MICROPYPATH this file wins over the unix port's bu
 `machine` (an extensible built-in). Pin(n) is the wire the world has at GPIO n: the
 ATM90E26 model's CS, the relay coils, LED, buzzer, the modem's PWRKEY, or a plain pin;
 inputs read the world (pulled up: 1 unless held low). SPI(id) on the world's metering
-bus is the chip model's bus, UART(id) on the modem UART the modem model's SimUART.
+bus is the chip model's bus, UART(id) on the modem UART the modem model's SimUART,
+I2C the bus with the world's I2C device models (a display).
 WDT(timeout=ms) arms the world's watchdog (a second WDT re-times it, as on the ESP32);
 reset() and soft_reset() stop the emulated board (emuboot exits with their codes).
 Every call first lets the world check the watchdog and the run limit.
@@ -152,6 +153,67 @@ class SPI:
 
 
 SoftSPI = SPI
+
+
+class I2C:
+    """The world's I2C bus (every id and pin pair is the same bus): the device models
+    the world puts there answer at their address; nothing else acknowledges
+    (OSError ENODEV, as machine.I2C)."""
+
+    def __init__(self, id=0, *, scl=None, sda=None, freq=400000, timeout=50000):
+        self._w = _w()
+        self.freq = freq
+
+    def init(self, *args, **kw):
+        pass
+
+    def _dev(self, addr):
+        w = self._w
+        w.poll()
+        w.i2c_transfers += 1
+        dev = w.i2c_devices.get(addr)
+        if dev is None:
+            raise OSError(19)
+        return dev
+
+    def scan(self):
+        self._w.poll()
+        return sorted(self._w.i2c_devices)
+
+    def writeto(self, addr, buf, stop=True):
+        self._dev(addr).write(bytes(buf))
+        return len(buf)
+
+    def writevto(self, addr, vector, stop=True):
+        data = b"".join([bytes(b) for b in vector])
+        self._dev(addr).write(data)
+        return len(data)
+
+    def readfrom_into(self, addr, buf, stop=True):
+        dev = self._dev(addr)
+        data = dev.read(len(buf)) if hasattr(dev, "read") else b"\xff" * len(buf)
+        buf[:] = data
+        return None
+
+    def readfrom(self, addr, n, stop=True):
+        buf = bytearray(n)
+        self.readfrom_into(addr, buf, stop)
+        return bytes(buf)
+
+    def writeto_mem(self, addr, memaddr, buf, *, addrsize=8):
+        self._dev(addr).write(bytes((memaddr,)) + bytes(buf))
+
+    def readfrom_mem_into(self, addr, memaddr, buf, *, addrsize=8):
+        self.writeto(addr, bytes((memaddr,)), False)
+        self.readfrom_into(addr, buf)
+
+    def readfrom_mem(self, addr, memaddr, n, *, addrsize=8):
+        buf = bytearray(n)
+        self.readfrom_mem_into(addr, memaddr, buf)
+        return bytes(buf)
+
+
+SoftI2C = I2C
 
 
 class UART:
