@@ -1,4 +1,4 @@
-# Developer and CI entry points: venv, test, demo, bench, lint, clean.
+# Developer and CI entry points: venv, test, demo, bench, image, emu, lint, clean.
 #
 # Needs only python3 (>= 3.11, for tomllib) and make. The dev tool list lives in
 # pyproject.toml [project.optional-dependencies] dev; `make venv` installs it into $(VENV)
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.dev-deps.stamp
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard firmware drivers tools tests boot.py main.py)
 
-.PHONY: venv deps test demo bench lint format clean distclean
+.PHONY: venv deps test demo bench image emu lint format clean distclean
 
 venv: $(STAMP)
 
@@ -46,6 +46,16 @@ demo: venv $(DEPS)
 
 bench: venv $(DEPS)
 	$(PY) tools/bench.py
+
+# The meter's filesystem image and manifests in build/ (tools/build.py; BUILD_ARGS e.g.
+# --geometry 8MB, --settings FILE --key FILE for a factory image), and that image booted
+# on the emulated board for 10 s (tools/sim/emu.py; state kept in out/emu).
+BUILD_ARGS ?=
+image: venv $(DEPS)
+	$(PY) -m tools.build $(BUILD_ARGS)
+
+emu: image
+	$(PY) -m tools.sim.emu build/vfs.bin --state out/emu --fresh --seconds 10 --load 2000
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)

@@ -32,7 +32,7 @@ REPORT = "EMU-REPORT "
 def prepare(image, state_dir, world=None, seconds=None, fresh=False):
     """The state directory for a boot: the image copied in (first time, or fresh=True),
     world.json written (journal and state files in the directory); returns its path."""
-    d = Path(state_dir)
+    d = Path(state_dir).resolve()
     d.mkdir(parents=True, exist_ok=True)
     img = d / "vfs.bin"
     if fresh or not img.exists():
@@ -49,7 +49,7 @@ def prepare(image, state_dir, world=None, seconds=None, fresh=False):
 
 
 def command(state_dir, heap="1024wk", partition_blocks=None, repl=False):
-    d = Path(state_dir)
+    d = Path(state_dir).resolve()
     cmd = [micropython_cmd(), "-X", "heapsize=" + heap]
     if repl:
         cmd.append("-i")
