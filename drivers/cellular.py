@@ -93,7 +93,8 @@ TIMEOUTS = {
     "pdp": 150000,  # AT+NETOPEN result / AT+QIACT
     "pdp_close": 60000,  # AT+NETCLOSE / AT+QIDEACT
     "open": 75000,  # TCP open result (SIMCom 75 s, Quectel up to 150 s)
-    "prompt": 5000,  # '>' after AT+CIPSEND / AT+QISEND
+    "prompt": 5000,  # '>' after AT+CIPSEND / AT+QISEND / AT+CMGS
+    "sms": 60000,  # AT+CMGS: the network's answer (+CMGS: <mr>)
     "send": 15000,
     "recv": 10000,
     "close": 10000,
@@ -144,6 +145,14 @@ def _rand(rand, n):
     if random is not None:
         return random.getrandbits(30) % n
     return 0
+
+
+def sms_number_ok(number):
+    """+ (optional) and 3..15 digits: an E.164 number or a short code."""
+    if not isinstance(number, str):
+        return False
+    digits = number[1:] if number.startswith("+") else number
+    return 3 <= len(digits) <= 15 and all("0" <= c <= "9" for c in digits)
 
 
 def csq_to_dbm(rssi):
@@ -420,6 +429,7 @@ class Cellular:
         self.last_error = None  # reason of the last failure
         self.resets = 0  # modem reboots seen
         self.drops = 0  # link losses while online
+        self.sms_sent = 0
         self.bringups = 0
         self.next_retry_ms = None
         self._socks = {}  # link id -> ModemSocket
@@ -456,6 +466,32 @@ class Cellular:
         self.csq = v[0] if v else None
         self.rssi_dbm = csq_to_dbm(self.csq)
         return self.rssi_dbm
+
+    async def send_sms(self, number, text):
+        """Send a text-mode SMS (3GPP TS 27.005, the same on SIMCom and Quectel):
+        AT+CMGF=1, AT+CSCS="IRA", AT+CMGS="<number>", the `>` prompt, the text and
+        Ctrl-Z; returns the message reference of `+CMGS: <mr>`. `number` is +digits
+        (3..15), `text` printable ASCII of at most 160 characters (one GSM 7-bit
+        message). Needs registration, not a data connection. Raises ValueError for a
+        bad number or text, ATCommandError (+CMS ERROR n) or ATTimeout from the modem."""
+        if not sms_number_ok(number):
+            raise ValueError("sms: bad number " + repr(number))
+        if not 0 < len(text) <= 160 or not all(32 <= ord(c) < 127 for c in text):
+            raise ValueError("sms: text must be 1..160 printable ASCII characters")
+        at = self.at
+        t = self.timeouts
+        await at.command("AT+CMGF=1", t["at"])
+        await at.command('AT+CSCS="IRA"', t["at"])
+        r = await at.command(
+            'AT+CMGS="%s"' % number,
+            t["sms"],
+            done="+CMGS:",
+            data=text.encode() + b"\x1a",
+            prompt_ms=t["prompt"],
+        )
+        v = ints(r.first("+CMGS:") or "")
+        self.sms_sent += 1
+        return v[0] if v else None
 
     async def registration(self):
         """Best registration <stat> of AT+CREG?/CGREG?/CEREG? (1 home, 5 roaming,

@@ -55,6 +55,7 @@ class App:
         self.meter = Meter(settings, WallClock(*board.local_time()))
         self.intake = Intake(self, key, key_path=key_path, on_settings=on_settings)
         self.comms = None  # firmware/comms.py when the settings name a broker
+        self.sms = None  # firmware/sms.Notifier when the settings bind a phone number
         self.errors = 0
         self.ticks = 0
         self._acc_ms = 0

@@ -49,6 +49,12 @@ SCHEMA = {
     "state_period_s": ("int", 900, 10, 86400),
     "modem": ("str", "simcom", None, None),
     "apn": ("text", "", None, None),
+    # SMS to the customer (4G modem only) on low credit and on disconnection: the bound
+    # number ("" = none), and the rate limit: per kind at most one every
+    # sms_min_interval_s, and at most sms_per_day in a calendar day.
+    "sms_to": ("text", "", None, None),
+    "sms_min_interval_s": ("int", 21600, 60, 7 * 86400),
+    "sms_per_day": ("int", 3, 1, 20),
 }
 
 MODEMS = ("simcom", "quectel")
@@ -80,6 +86,10 @@ class Settings:
             raise ValueError("tariff_next: needs tariff_next_from (and the other way round)")
         if self.modem not in MODEMS:
             raise ValueError("modem: one of " + ", ".join(MODEMS))
+        n = self.sms_to
+        digits = n[1:] if n.startswith("+") else n
+        if n and not (3 <= len(digits) <= 15 and all("0" <= c <= "9" for c in digits)):
+            raise ValueError("sms_to: a phone number: + and 3 to 15 digits, or empty")
 
     def _set(self, key, value):
         kind, _, lo, hi = SCHEMA[key]

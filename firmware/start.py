@@ -204,13 +204,23 @@ def build(path=SETTINGS_PATH, board=None, tick_ms=1000):
         report_config(app.meter, key_report, key_path)
     elif key is None:
         print("keys: no meter key in " + key_path + ": tokens answer NotReady")
+    link = None
     if settings.mqtt_host:
         if key is None:
             print("comms: no meter key: MQTT off (messages are signed with it)")
         else:
             from firmware.comms import Comms
 
-            app.comms = Comms(app, board.modem(settings), key)
+            link = board.modem(settings)
+            app.comms = Comms(app, link, key)
+    if settings.sms_to:  # SMS to the customer: the modem runs for it, MQTT or not
+        from firmware.sms import Notifier
+
+        if link is None:
+            link = board.modem(settings)
+            app.extra_tasks.append(link.run())
+        app.sms = Notifier(app, link)
+        app.extra_tasks.append(app.sms.run())
     return app
 
 

@@ -96,6 +96,11 @@ class ModemModel:
         self.mute = False
         self.no_prompt = False
         self.reboot_on_send = False
+        self.sms_error = 0  # +CMS ERROR code for the next AT+CMGS (0: sent)
+        self.sms = []  # (number, text) of every SMS sent
+        self._sms_to = None  # number of an AT+CMGS whose text is being received
+        self._sms_text = None
+        self.cmgf = 0
         self.open_error = 0
         self.garbage_every_ms = 0
         self._next_garbage = 0
@@ -256,6 +261,17 @@ class ModemModel:
         i = 0
         n = len(data)
         while i < n:
+            if self._sms_text is not None:  # AT+CMGS text: up to Ctrl-Z, ESC cancels
+                b = data[i]
+                i += 1
+                if b == 0x1A:
+                    self._sms_done(bytes(self._sms_text))
+                elif b == 0x1B:
+                    self._sms_text = self._sms_to = None
+                    self._ok()
+                elif len(self._sms_text) < 1024:
+                    self._sms_text.append(b)
+                continue
             if self._data_left:
                 k = min(self._data_left, n - i)
                 self._data.extend(data[i : i + k])
@@ -466,6 +482,43 @@ class ModemModel:
             self._line("+CIPSEND: %d,%d,%d" % (c.link, len(data), len(data)))
 
         self._expect_data(v[1], done)
+
+    # -- SMS, text mode (3GPP TS 27.005) ---------------------------------------------
+    def _at_CMGF(self, arg):
+        v = _ints(arg[1:] if arg.startswith("=") else arg)
+        if not v or v[0] not in (0, 1):
+            return self._error()
+        self.cmgf = v[0]
+        self._ok()
+
+    def _at_CSCS(self, arg):
+        self._ok()
+
+    def _at_CMGS(self, arg):
+        number = arg.lstrip("=").strip().strip('"')
+        if self.cmgf != 1 or not number:
+            return self._line("+CMS ERROR: 302")  # operation not allowed (PDU mode)
+        if self.sim != "ready":
+            return self._line("+CMS ERROR: 310")  # SIM not inserted
+        self._sms_to = number
+        self._sms_text = bytearray()
+        self._emit(b"\r\n> ")
+
+    def _sms_done(self, text):
+        number = self._sms_to
+        self._sms_to = self._sms_text = None
+        if self.reg not in (1, 5):
+            return self._after(200, lambda: self._line("+CMS ERROR: 331"))  # no network
+        if self.sms_error:
+            code, self.sms_error = self.sms_error, 0
+            return self._after(200, lambda: self._line("+CMS ERROR: %d" % code))
+        self.sms.append((number, text.decode()))
+
+        def sent():
+            self._line("+CMGS: %d" % len(self.sms))
+            self._ok()
+
+        self._after(300, sent)  # the network's answer takes a moment
 
     def _at_CIPCLOSE(self, arg):
         if arg == "?":
