@@ -5,10 +5,16 @@
     {"spi": 2, "sck": 18, "mosi": 23, "miso": 19, "cs": 5, "spi_hz": 115200,
      "relay_set": 25, "relay_reset": 26, "led": 2, "buzzer": 4,
      "meter_constant": 3200, "max_w": 30000,
-     "modem_uart": 2, "modem_tx": 17, "modem_rx": 16, "modem_pwrkey": 27, "modem_baud": 115200}
+     "modem_uart": 2, "modem_tx": 17, "modem_rx": 16, "modem_pwrkey": 27, "modem_baud": 115200,
+     "display": "ssd1306", "i2c": 0, "sda": 21, "scl": 22, "i2c_hz": 400000,
+     "display_addr": 60, "keypad_rows": [], "keypad_cols": [], "keypad_map": "123456789*0#"}
 
 These defaults are a generic ESP32 DevKit wiring (VSPI for the ATM90E26, which must be
-isolated from the MCU where its ground is tied to the phase). The board object gives
+isolated from the MCU where its ground is tied to the phase). The display is an SSD1306
+on I2C0 ("display": "" for none). The keypad is off until its lines are named: rows are
+outputs, columns inputs with pull-ups (a 4x3 pad, e.g. rows [13, 14, 15, 32] and columns
+[33, 34, 35]; GPIO 34-39 have no internal pull-ups, so those need 10 k resistors to 3.3 V;
+"keypad_map" lists the keys row by row, 16 of them with a 4x4 pad). The board object gives
 the app what firmware/app.py documents: clock, local_time(), source (the metering
 chip), relay, store, indicator.
 """
@@ -41,6 +47,15 @@ DEFAULT_PINS = {
     "modem_rx": 16,
     "modem_pwrkey": 27,
     "modem_baud": 115200,
+    "display": "ssd1306",
+    "i2c": 0,
+    "sda": 21,
+    "scl": 22,
+    "i2c_hz": 400000,
+    "display_addr": 60,
+    "keypad_rows": [],
+    "keypad_cols": [],
+    "keypad_map": "123456789*0#",
 }
 
 
@@ -79,6 +94,21 @@ class Board:
         self.indicator = Indicator(
             clock, led=Pin(p["led"], Pin.OUT, value=0), buzzer=Pin(p["buzzer"], Pin.OUT, value=0)
         )
+        self.display = None
+        if p["display"] == "ssd1306":
+            from drivers.ssd1306 import SSD1306
+
+            i2c = machine.I2C(p["i2c"], scl=Pin(p["scl"]), sda=Pin(p["sda"]), freq=p["i2c_hz"])
+            self.display = SSD1306(i2c, addr=p["display_addr"])
+        elif p["display"]:
+            raise ValueError("board.display: 'ssd1306' or ''")
+        self.keypad = None
+        if p["keypad_rows"]:
+            from drivers.keypad import MatrixKeypad
+
+            rows = [Pin(n, Pin.OUT, value=1) for n in p["keypad_rows"]]
+            cols = [Pin(n, Pin.IN, Pin.PULL_UP) for n in p["keypad_cols"]]
+            self.keypad = MatrixKeypad(rows, cols, p["keypad_map"], clock, scan_ms=20)
 
     def modem(self, settings):
         """The cellular modem on its UART (timeout 0: reads never wait; a 2 KB receive
