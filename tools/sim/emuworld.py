@@ -6,7 +6,8 @@ MICROPYPATH and the tree after it). One `World` holds, in real (wall) time:
   with the configured load (drawn only while the relay contacts are closed);
 - the latching relay model on the relay_set / relay_reset coil pins, the LED and buzzer;
 - input pins: pulled up ones read 1 unless the world holds them low (the BOOT strap);
-- the I2C bus with the device models the configuration puts there (none: no ACK);
+- the I2C bus with its device models (the SSD1306 display model by default; an address
+  with nothing there does not acknowledge);
 - the cellular modem model on the modem UART and its PWRKEY pin, when configured;
 - the partitions: "vfs" (a file-backed block device with NOR flash rules: erase to 0xFF,
   programming only clears bits) and "journal" (the NOR flash model tools/sim/nor.py,
@@ -27,7 +28,8 @@ variable METER_EMU_WORLD), every key optional:
   journal (file; null: no journal partition), journal_sectors (16), state (JSON file
   keeping the world across boots: relay contacts, reset cause, RTC memory), reset_cause,
   unique_id (hex), modem {"dialect", "boot_ms", "net_ms"}, i2c {address: "module:Class"}
-  (device models on the I2C bus: write(bytes), optional read(n)), spi_hang_after_reads (the
+  (device models on the I2C bus: write(bytes), optional read(n); default the DevKit's
+  SSD1306 display at 60, {} for none), spi_hang_after_reads (the
   metering bus hangs for good after that many energy register reads, i.e. metering
   ticks: a fault for the watchdog).
 """
@@ -353,7 +355,10 @@ class World:
         # devices on the I2C bus (a display...): {"60": "tools.sim.ssd1306:SSD1306Model"}
         self.i2c_devices = {}
         self.i2c_transfers = 0
-        for addr, spec in (cfg.get("i2c") or {}).items():
+        i2c = cfg.get("i2c")
+        if i2c is None:  # the DevKit board's SSD1306 display at 3CH
+            i2c = {"60": "tools.sim.ssd1306:SSD1306Model"}
+        for addr, spec in i2c.items():
             mod, _, cls = spec.partition(":")
             m = __import__(mod, None, None, [cls])
             a = int(addr, 0) if isinstance(addr, str) else addr
@@ -514,6 +519,10 @@ class World:
             "hardware_calls": self.hardware_calls,
             "i2c_transfers": self.i2c_transfers,
         }
+        for dev in self.i2c_devices.values():
+            if hasattr(dev, "view"):  # a display: is it lit, how many pixels show
+                out["display_lit"] = bool(dev.lit())
+                out["display_pixels"] = sum(dev.view())
         if self.journal is not None:
             out["journal_erases"] = sum(self.journal.erases)
             out["journal_programs"] = self.journal.programs
