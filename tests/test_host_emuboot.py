@@ -152,8 +152,9 @@ def test_fake_machine_watchdog_reset_and_pins(tmp_path):
                 "print('strap', p.value(), 'cause', machine.reset_cause())\n"
                 "print('vfs', [x.info()[4] for x in esp32.Partition.find(1)])\n"
                 "i2c = machine.I2C(0, scl=machine.Pin(22), sda=machine.Pin(21))\n"
+                "i2c.writeto(0x3C, b'\\x80\\xaf')\n"
                 "try:\n"
-                "    i2c.writeto(0x3C, b'\\x00')\n"
+                "    i2c.writeto(0x50, b'\\x00')\n"
                 "except OSError as e:\n"
                 "    print('i2c', i2c.scan(), e.args[0])\n"
                 "machine.reset()\n"
@@ -164,7 +165,8 @@ def test_fake_machine_watchdog_reset_and_pins(tmp_path):
     assert r["rc"] == 4 and r["report"]["end"] == "machine_reset", r["stdout"]
     assert "path ['', '.frozen', '/lib'] ['boot.py', 'main.py']" in r["stdout"]
     assert "strap 0 cause 1" in r["stdout"] and "vfs ['vfs']" in r["stdout"]
-    assert "i2c [] 19" in r["stdout"]  # nothing on the bus acknowledges: ENODEV
+    # the display model answers at 3CH; nothing else on the bus acknowledges: ENODEV
+    assert "i2c [60] 19" in r["stdout"] and r["report"]["i2c_transfers"] == 2
     r = emu.boot(probe, tmp_path / "probe", {"journal": None}, seconds=5)
     assert "strap 1 cause 5" in r["stdout"]  # pulled up; machine.reset() is SOFT_RESET
     armed = tiny_image(
