@@ -10,6 +10,14 @@
                     runner are still counted
   peak_heap_bytes_ideal_96wk  the same week on the ideal energy source (no chip model),
                     firmware as .mpy, run under `-X heapsize=96wk` (see IDEAL_HEAP)
+  code_heap_bytes   of that run: the live heap the firmware's modules (.mpy code and
+                    module globals) take once imported, before anything is built
+  data_heap_bytes   the week's peak minus the live heap with everything imported (the
+                    firmware's and the simulator's modules, the flash model): the data
+                    the meter (and the board models' state) allocates
+  week_fits_64wk_without_code  whether the week's peak less the firmware's code is within
+                    `-X heapsize=64wk` (131,072 bytes here): computed, as the unix port
+                    cannot take the code out of the heap the way frozen modules do
   tick_us_chip_model  the same tick reading the driver over SPI from the chip model
   spi_transfers_per_tick, spi_bus_us_per_tick  SPI accesses per tick and their bus time
                     at 115.2 kHz on the board
@@ -94,6 +102,8 @@ def week():
 # loaded into the heap) no longer fits beside the runner there. The board image freezes
 # the firmware into flash, which takes its code out of the heap.
 IDEAL_HEAP = "96wk"
+# `-X heapsize=64wk` in bytes: the "w" scales 32-bit words to the port's 8-byte words
+HEAP_64WK_BYTES = 64 * 1024 * 8 // 4
 ERASE_CYCLES = 100000
 RING_SECTORS = 16
 SLOTS_PER_SECTOR = 16
@@ -171,8 +181,17 @@ def main(sections):
             ideal = host.run(
                 dict(week(), meter="ideal", flash_sectors=2), heap=IDEAL_HEAP, mpy_dir=mpy
             )
-        figures["peak_heap_bytes_ideal_" + IDEAL_HEAP] = (
-            ideal["final"]["live_heap_peak"] - ideal["final"]["model_heap"]
+        fin = ideal["final"]
+        figures["peak_heap_bytes_ideal_" + IDEAL_HEAP] = fin["live_heap_peak"] - fin["model_heap"]
+        # code against data: the heap the firmware's modules take once imported, and what
+        # the week adds above everything imported (tools/sim/runner.py measures both)
+        assert not fin["late_imports"], fin["late_imports"]
+        figures["code_heap_bytes"] = fin["code_heap"]
+        figures["data_heap_bytes"] = fin["live_heap_peak"] - fin["imported_heap"]
+        # the whole week's peak with the firmware's code taken out of the heap (frozen
+        # into flash on the board), against 64 K words
+        figures["week_fits_64wk_without_code"] = (
+            fin["live_heap_peak"] - fin["code_heap"] <= HEAP_64WK_BYTES and not fin["errors"]
         )
         figures["week_errors"] = report["final"]["errors"]
     if "journal" in sections:

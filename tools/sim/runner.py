@@ -18,9 +18,29 @@ FLASH = NorFlash(int(sys.argv[2])) if len(sys.argv) > 2 and int(sys.argv[2]) els
 import asyncio  # noqa: E402
 import json  # noqa: E402
 
+# The firmware's modules (code and module globals) before anything else of the simulator,
+# so the heap they take is known apart from the data the week allocates: `code_heap`
+# (tools/bench.py's code/data split of the heap).
+gc.collect()
+_HEAP_NO_FIRMWARE = gc.mem_alloc()
+import drivers.indicator  # noqa: E402, F401  (the simulated board's drivers)
+import drivers.relay  # noqa: E402, F401
 from firmware import conffile, start  # noqa: E402
 from firmware.settings import Settings  # noqa: E402
+
+gc.collect()
+CODE_HEAP = gc.mem_alloc() - _HEAP_NO_FIRMWARE
 from tools.sim.board import SimBoard  # noqa: E402
+
+gc.collect()
+IMPORTED_HEAP = gc.mem_alloc()  # everything imported, nothing of the meter built yet
+
+
+def _firmware_modules():
+    return [m for m in sys.modules if m.startswith("firmware") or m.startswith("drivers")]
+
+
+_IMPORTED = _firmware_modules()
 
 
 def out(obj):
@@ -230,6 +250,11 @@ def main(path):
                 "flash_erases_max": max(board.flash.erases) if board.flash else 0,
                 "live_heap_peak": peak[0],
                 "model_heap": board.model_heap,
+                "code_heap": CODE_HEAP,
+                "imported_heap": IMPORTED_HEAP,
+                # firmware modules first imported during the run (their code then counts
+                # as the week's data): none, for the code/data split to hold
+                "late_imports": [m for m in _firmware_modules() if m not in _IMPORTED],
             }
         }
     )
