@@ -8,6 +8,8 @@ flash model (store="journal", the product's layout) or in A/B files (store="file
 The hardware models (clock, chip, relay, mains, flash) outlive a power cut; the
 drivers are the meter's RAM and are made again by `boot()`, as on a real reboot.
 `power_cut()` / `power_on()` model the supply failing and returning.
+display=True adds the customer's OLED: the SSD1306 controller model (`display_model`) on
+a simulated I2C bus (`i2c`) and the driver on it (`display`).
 """
 
 import gc
@@ -41,6 +43,7 @@ class SimBoard:
         flash=None,
         clock=None,
         keypad=False,
+        display=False,
     ):
         self.clock = clock if clock is not None else VirtualClock()
         self.modem_model = None
@@ -76,6 +79,13 @@ class SimBoard:
             from tools.sim.keypad import KeypadModel
 
             self.keypad_model = KeypadModel(self.clock)
+        self.display_model = None  # tools/sim/ssd1306.py: the OLED on the I2C bus
+        self.i2c = None
+        if display:
+            from tools.sim.ssd1306 import SimI2C, SSD1306Model
+
+            self.display_model = SSD1306Model()
+            self.i2c = SimI2C(self.display_model)
         self.led = SimPin("led", self.clock)
         self.buzzer = SimPin("buzzer", self.clock)
         self.flash = None
@@ -112,6 +122,11 @@ class SimBoard:
 
             km = self.keypad_model
             self.keypad = MatrixKeypad(km.rows, km.cols, km.keymap, self.clock, scan_ms=20)
+        self.display = None  # drivers/ssd1306.py on the model's bus
+        if self.display_model is not None:
+            from drivers.ssd1306 import SSD1306
+
+            self.display = SSD1306(self.i2c)
         if self.flash is not None:
             self.store = Journal(self.flash, len(STATE_FIELDS))
         else:
@@ -155,6 +170,8 @@ class SimBoard:
         self.set_pin.value(0)
         self.reset_pin.value(0)
         self.mains.power(False)
+        if self.display_model is not None:
+            self.display_model.power_off()
 
     def power_on(self):
         """The supply returns: flash usable again, the chip starts from its reset state."""
@@ -164,6 +181,8 @@ class SimBoard:
             self.flash.power_on()
         if self.chip is not None:
             self.chip.reset()
+        if self.display_model is not None:
+            self.display_model.power_on()  # RAM noise, dark until the meter draws
         self.mains.power(True)
 
     def load_image(self):

@@ -97,6 +97,11 @@ class SSD1306Model:
         self.unknown = 0
         self.ignored = 0  # page-mode pointer commands given in another mode
 
+    def power_off(self):
+        """The supply fails: dark (the RAM is noise again at power_on)."""
+        self.on = False
+        self.charge_pump = False
+
     # -- the I2C side ------------------------------------------------------------------
     def write(self, buf):
         """One I2C write transfer after the address byte."""
