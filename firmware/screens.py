@@ -22,7 +22,9 @@ Energy left is the balance at the price now: kWh x 100 = balance x 10^4 // price
 balance in minor units and the price in 1/100 minor unit per kWh (README, Units), so it
 is floor(balance / price) to the 0.01 kWh shown whatever the tariff (flat, the TOU band
 or the block tier in force now). The time it lasts at the present load:
-minutes = balance x 6 x 10^6 // (price x W). "--" when the load or the price is 0.
+minutes = balance x 6 x 10^6 // (price x W), shown with the load as "2000 W: 24h40"
+(minutes under an hour, hours and minutes under 100 h, then days); "--" when the load
+or the price is 0.
 """
 
 from firmware import policy, tokencodes
@@ -82,7 +84,9 @@ def duration_text(minutes):
         m = minutes % 60
         return str(minutes // 60) + "h" + ("0" if m < 10 else "") + str(m)
     tenths = minutes * 10 // 1440
-    return str(tenths // 10) + "." + str(tenths % 10) + " days"
+    if tenths < 100:
+        return str(tenths // 10) + "." + str(tenths % 10) + " days"
+    return str(tenths // 10) + " days"
 
 
 def group4(digits):
@@ -293,7 +297,10 @@ class Screens:
         w = self.app.board.source.power_w
         mins = minutes_left(bal, price, w)
         value = "--" if k is None else format_decimal(k, 2)
-        note = "at " + str(w) + " W: " + duration_text(mins)
+        dur = duration_text(mins)
+        note = str(w) + " W: " + dur
+        if len(note) > 16:  # the small line's width
+            note = dur
         out.set("kwh_left", "Energy left", value, "kWh", note)
 
     def _s_power(self, out):

@@ -159,7 +159,7 @@ def test_each_screen_of_the_cycle_pixel_for_pixel():
     check(got[0], expect("Balance", "12.34", page=1, pages=5), "balance")
     check(
         got[1],
-        expect("Energy left", "49.36", "kWh", "at 2000 W: 24h40", page=2, pages=5),
+        expect("Energy left", "49.36", "kWh", "2000 W: 24h40", page=2, pages=5),
         "kwh_left",
     )
     check(got[2], expect("Power now", "2000", "W", page=3, pages=5), "power")
@@ -329,7 +329,7 @@ def test_the_display_task_runs_on_any_canvas_and_survives_its_errors():
         ],
     )
     assert "Balance" in got[0] and "1/5" in got[0]
-    assert "Energy left" in got[1] and "kWh" in got[1] and "at 2000 W: 24h40" in got[1]
+    assert "Energy left" in got[1] and "kWh" in got[1] and "2000 W: 24h40" in got[1]
     d = m.display
     assert d.failed >= 1 and d.errors >= 1  # counted, and the task carried on
     assert m.app.errors == 0 and m.app.ticks >= 11

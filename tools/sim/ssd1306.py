@@ -17,7 +17,8 @@ unless the display is on and the charge pump running; the RAM through the start 
 offset, multiplex ratio, inverse and the remaps. The glass is wired as the usual
 128x64 modules: the column/row order is upright with segment remap (A1), COM scan
 remapped (C8) and the alternative COM pin configuration (DA 12); other settings show
-mirrored, flipped or (a wrong COM configuration) row-scrambled pictures.
+mirrored, flipped or (a wrong COM configuration) row-scrambled pictures. `glass()` is
+the same picture packed in GDDRAM's layout (1024 bytes: tools/sim/png.py draws it).
 
 `SimI2C` is the bus: `writeto(addr, buf)` to the device at that address, OSError(ENODEV)
 when nothing acknowledges (as machine.I2C), and faults to inject (`fail`: the next n
@@ -262,6 +263,19 @@ class SSD1306Model:
                 col = x if self.seg_remap else 127 - x
                 v = (ram[base + col] >> bit) & 1
                 out[o + x] = v ^ 1 if self.inverse else v
+        return out
+
+    def glass(self):
+        """view() packed as the GDDRAM is (8 pages x 128 columns, bit 0 on top): 1024 bytes."""
+        v = self.view()
+        out = bytearray(1024)
+        for y in range(64):
+            o = y * 128
+            base = (y >> 3) * 128
+            bit = 1 << (y & 7)
+            for x in range(128):
+                if v[o + x]:
+                    out[base + x] |= bit
         return out
 
     def text_art(self, view=None):
