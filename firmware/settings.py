@@ -86,6 +86,15 @@ class Settings:
             raise ValueError("tariff_next: needs tariff_next_from (and the other way round)")
         if self.modem not in MODEMS:
             raise ValueError("modem: one of " + ", ".join(MODEMS))
+        if self.mqtt_host:
+            from firmware.keys import parse_meter_id
+
+            try:
+                parse_meter_id(self.meter_id)
+            except ValueError as e:
+                raise ValueError("meter_id: MQTT needs the meter's number (" + str(e) + ")")
+        if len(self.topic_prefix) > 96:
+            raise ValueError("topic_prefix: at most 96 characters (MQTT topics <= 122 bytes)")
         n = self.sms_to
         digits = n[1:] if n.startswith("+") else n
         if n and not (3 <= len(digits) <= 15 and all("0" <= c <= "9" for c in digits)):

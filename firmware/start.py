@@ -211,8 +211,12 @@ def build(path=SETTINGS_PATH, board=None, tick_ms=1000):
         else:
             from firmware.comms import Comms
 
-            link = board.modem(settings)
-            app.comms = Comms(app, link, key)
+            try:  # a comms fault must never keep the meter from metering
+                link = board.modem(settings)
+                app.comms = Comms(app, link, key)
+            except Exception as e:
+                link = app.comms = None
+                print("comms: not started: " + repr(e))
     if settings.sms_to:  # SMS to the customer: the modem runs for it, MQTT or not
         from firmware.sms import Notifier
 

@@ -387,3 +387,33 @@ def test_main_skips_the_meter_in_safe_mode_and_logs_a_crash_then_resets():
         os.chdir(here)
         safemode.active = None
         support.rmtree(d)
+
+
+def test_a_comms_fault_at_start_up_leaves_the_meter_metering():
+    from firmware import conffile
+
+    d = support.tmpdir()
+    try:
+        path = d + "/settings.json"
+        raw = dict(RAW, mqtt_host="127.0.0.1")
+        support.write_file(path, json.dumps(raw).encode())
+        conffile.save(start.key_path_for(path), KEY.to_bytes())
+        board = SimBoard((2026, 1, 5, 12 * 3600), None, Settings(raw), meter="ideal")
+
+        def no_modem(settings):
+            raise OSError("UART busy")
+
+        board.modem = no_modem
+        asyncio.new_event_loop()
+        app = start.build(path, board=board)
+        assert app.comms is None and app.meter.settings.mqtt_host == "127.0.0.1"
+        support.run_app(board, app, 5000)
+        assert app.ticks >= 4 and app.errors == 0
+    finally:
+        support.rmtree(d)
+
+
+def test_mqtt_needs_a_real_meter_number_and_a_short_topic_prefix():
+    assert support.raises(ValueError, Settings, {"mqtt_host": "broker"})  # id 00000000
+    assert support.raises(ValueError, Settings, dict(RAW, topic_prefix="m" * 97))
+    assert Settings(dict(RAW, mqtt_host="broker", topic_prefix="m" * 96)).mqtt_host == "broker"
