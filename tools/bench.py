@@ -99,8 +99,8 @@ def week():
 
 # The ideal-source week's heap. 64 K words (130 KB on the host) held the firmware and
 # the simulator's runner until the token code arrived; the firmware's code (.mpy here,
-# loaded into the heap) no longer fits beside the runner there. The board image freezes
-# the firmware into flash, which takes its code out of the heap.
+# loaded into the heap) no longer fits beside the runner there. Only a frozen build
+# (tools/build's manifest.py) takes the code out of the heap; the image's .mpy do not.
 IDEAL_HEAP = "96wk"
 # `-X heapsize=64wk` in bytes: the "w" scales 32-bit words to the port's 8-byte words
 HEAP_64WK_BYTES = 64 * 1024 * 8 // 4
