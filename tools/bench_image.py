@@ -10,7 +10,12 @@
                      emulator's own allocation (models, fakes, NOR flash bytes)
   boot_heap_free_110wk  gc.mem_free() at that point when the heap beyond the emulator's
                      allocation is 110 K words (an ESP32 WROOM's ~110 KB in 64-bit
-                     words: `-X heapsize=110wk` is 222,592 bytes of GC heap here)
+                     words: `-X heapsize=110wk` is 222,592 bytes of GC heap here);
+                     None when the meter does not start in it (boot_fits_110wk false,
+                     boot_110wk_failure: the error it stopped with)
+  boot_min_heap_bytes  the smallest such heap (beyond the emulator's allocation, to 4 KB)
+                     the factory image starts and meters in: the start-up peak, against
+                     110 K words = 222,592 bytes
 
 Usage: python tools/bench_image.py -> the figures as JSON.
 """
@@ -41,14 +46,34 @@ def _factory(tmp):
     return tmp / "factory/vfs.bin"
 
 
-def _boot(image, state, heap):
+def _boot(image, state, heap, must=True):
+    """(report, run) of a 3 s boot; (None, run) when it did not run (must=False)."""
     r = emu.boot(image, state, {"load_w": 1000}, seconds=3, heap=heap, fresh=True)
     rep = r["report"]
-    if r["rc"] != 0 or rep is None or rep["end"] != "time_limit" or not rep["heap"]:
-        raise RuntimeError(
-            "emulated boot failed (heap %s):\n%s%s" % (heap, r["stdout"], r["stderr"])
-        )
-    return rep
+    ok = r["rc"] == 0 and rep is not None and rep["end"] == "time_limit" and rep["heap"]
+    if ok:
+        return rep, r
+    if not must:
+        return None, r
+    raise RuntimeError("emulated boot failed (heap %s):\n%s%s" % (heap, r["stdout"], r["stderr"]))
+
+
+def _args_for(beyond, emulator):
+    """-X heapsize bytes giving `beyond` bytes of GC heap past the emulator's own."""
+    return str((beyond + emulator) * HEAP_110WK_ARG // HEAP_110WK + 1)
+
+
+def _min_heap(image, tmp, emulator, lo=96 * 1024, hi=512 * 1024, step=4096):
+    """The smallest heap beyond the emulator's allocation (to `step` bytes) in which the
+    factory image boots and meters for 3 s: the start-up peak, not the steady state."""
+    while hi - lo > step:
+        mid = (lo + hi) // 2
+        rep, _ = _boot(image, tmp / "m", _args_for(mid, emulator), must=False)
+        if rep is None:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def image_figures():
@@ -60,13 +85,17 @@ def image_figures():
         figures["image_mpy_bytes"] = s["code_bytes"]
         figures["image_used_bytes"] = s["bytes_used"]
         image = _factory(tmp)
-        first = _boot(image, tmp / "s1", "1024wk")
+        first, _ = _boot(image, tmp / "s1", "1024wk")
         emulator = first["emulator_alloc"]
         figures["boot_firmware_heap_bytes"] = first["heap"]["alloc"] - emulator
         # the same boot in a heap whose part beyond the emulator is 110 K words
-        heap = (HEAP_110WK + emulator) * HEAP_110WK_ARG // HEAP_110WK + 1
-        tight = _boot(image, tmp / "s2", str(heap))
-        figures["boot_heap_free_110wk"] = tight["heap"]["free"]
+        tight, r = _boot(image, tmp / "s2", _args_for(HEAP_110WK, emulator), must=False)
+        figures["boot_fits_110wk"] = tight is not None
+        figures["boot_heap_free_110wk"] = tight["heap"]["free"] if tight else None
+        if tight is None:  # where it ran out: the firmware's own crash line
+            crash = [ln for ln in r["stdout"].splitlines() if "Error" in ln]
+            figures["boot_110wk_failure"] = crash[-1].strip() if crash else r["stdout"][-200:]
+        figures["boot_min_heap_bytes"] = _min_heap(image, tmp, emulator)
     return figures
 
 

@@ -240,18 +240,46 @@ def main(argv):
     w.stop()
     if w.heap is None and end != "fs_corrupted":
         w.sample_heap()
+    # the journal read by the firmware modules the run loaded; then the board is "off":
+    # its RAM is free for the report
+    journal = journal_record(w) if end != "fs_corrupted" else None
+    _release(g)
     report = w.report()
     report["end"] = end
     report["code"] = CODES[end]
     report["uptime_ms"] = time.ticks_diff(time.ticks_ms(), w.started) if w.started else 0
     report["emulator_alloc"] = emulator_alloc
-    report["journal"] = journal_record(w) if end != "fs_corrupted" else None
-    report["safe_mode"] = bool(g) and _safe_mode()
+    report["journal"] = journal
+    report["safe_mode"] = _SAFE[0]
     save_state(w, end, state_path)
     print("EMU-REPORT " + json.dumps(report))
     if opts["repl"] and end == "repl":
         return  # micropython -i: the REPL, with the image as "/"
     sys.exit(CODES[end])
+
+
+def _release(g):
+    """Drop what the firmware left in RAM (its namespace, modules, asyncio's queue)."""
+    safe = _safe_mode()
+    if g is not None:
+        g.clear()
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("firmware", "drivers", "umqtt", "tech"):
+            del sys.modules[name]
+    try:
+        import asyncio
+
+        asyncio.new_event_loop()  # new task and I/O queues
+        core = sys.modules.get("asyncio.core")
+        if core is not None:
+            core.cur_task = None  # the task a reset or the run limit stopped, and its app
+    except ImportError:
+        pass
+    gc.collect()
+    _SAFE[0] = safe
+
+
+_SAFE = [False]
 
 
 def _safe_mode():
