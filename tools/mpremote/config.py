@@ -1,11 +1,12 @@
 """mpremote shortcuts for the meter's technicians: the `tech` calls on a running meter.
 
 Install: `python -m tools.deploy install-shortcuts` (copies this file to mpremote's user
-config, ~/.config/mpremote/config.py or $XDG_CONFIG_HOME/mpremote/config.py). The port
-is $METER_PORT (e.g. /dev/ttyUSB0, rfc2217://bench:4000), else mpremote's auto.
+config, ~/.config/mpremote/config.py or $XDG_CONFIG_HOME/mpremote/config.py). `meter`
+connects to $METER_PORT (e.g. /dev/ttyUSB0, rfc2217://bench:4000; default: mpremote's
+auto, the first USB serial port); a shortcut used alone connects with auto.
 
-    mpremote status                 mpremote meter events 50
-    mpremote meter topup 48313235137846774352
+    mpremote status                 mpremote meter status
+    mpremote meter events 50        mpremote meter topup 48313235137846774352
     mpremote meter set key="'low_credit'" value="'3.00'"
 
 Every shortcut starts with `resume`: mpremote must not soft-reset the board (that would
