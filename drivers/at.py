@@ -27,6 +27,8 @@ longer than `max_line` is dropped whole, so a stream with no line end cannot eat
 heap. A boot banner (`RDY`, `*ATREADY`, and `+CPIN: READY`, `SMS DONE`, `PB DONE` when
 not inside the burst of an earlier boot) means the modem rebooted: the command in flight
 fails with ATReset and `on_reset(line)` tells the owner that every link state is gone.
+Other dialects add their own: `errors=("AT_",)` (more error finals, by prefix) and
+`banners=(...)` (more first lines of a boot, by prefix).
 
 A command that timed out leaves a debt: its late final (replies come in order) is
 dropped when it arrives instead of completing the next command, and while a reply is
@@ -146,6 +148,8 @@ class ATEngine:
         boot_window_ms=30000,
         owed_ms=20000,
         on_reset=None,
+        errors=(),
+        banners=(),
     ):
         self.uart = uart
         self.clock = clock
@@ -158,6 +162,8 @@ class ATEngine:
         self.boot_window_ms = boot_window_ms
         self.owed_ms = owed_ms  # how long a timed-out command's late reply is expected
         self.on_reset = on_reset
+        self.errors = errors  # more error finals, by prefix (RUI3: "AT_")
+        self.banners = banners  # more first lines of a boot, by prefix (other dialects)
         self._urcs = []  # [(prefix, handler)]
         self._line = bytearray()
         self._discard = False
@@ -297,14 +303,14 @@ class ATEngine:
         if owed:
             # a late reply of a command that timed out: replies come in order, so its
             # final comes before the current command's and is not taken for it
-            if _is_final(line):
+            if self._final(line):
                 owed.pop(0)
                 self.strays += 1
             else:
                 self.noise += 1
             return
         if p is None:
-            if line == self._last_cmd or _is_final(line):
+            if line == self._last_cmd or self._final(line):
                 self.strays += 1
             else:
                 self.noise += 1
@@ -317,7 +323,7 @@ class ATEngine:
                 p.ok = True
             else:
                 self._finish(p, line, None)
-        elif _is_error(line):
+        elif self._final(line):
             self._finish(p, line, ATCommandError(p.cmd, line))
         elif line == p.cmd or line == self._last_cmd:
             pass  # echo (ATE1 after a reboot)
@@ -326,7 +332,7 @@ class ATEngine:
 
     def _banner(self, line):
         strong = False
-        for b in _STRONG_BANNERS:
+        for b in _STRONG_BANNERS + self.banners:
             if line.startswith(b):
                 strong = True
         if not strong:
@@ -352,6 +358,14 @@ class ATEngine:
         if self.on_reset is not None:
             self.on_reset(line)
         return True
+
+    def _final(self, line):
+        if _is_final(line):
+            return True
+        for e in self.errors:
+            if line.startswith(e):
+                return True
+        return False
 
     def _finish(self, p, line, error):
         p.reply.final = line
