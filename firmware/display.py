@@ -16,13 +16,15 @@ FrameBuffer (one byte per column, MONO_VLSB) and each column's runs of lit pixel
 drawn 2x2 with fill_rect. Blink: while the content blinks, the value shows in one phase
 of `blink_ms` and is left out in the other.
 
-The task (`run()`) wakes every `period_ms` (250 ms), composes the content
-(firmware/screens.py) and redraws only when the content changed or the blink phase
-flipped, then awaits the panel's `show(sleep_ms)`, which pushes page by page with a
-yield between pages. A panel that fails a push is tried again after `retry_ms`. Drawing a
-frame is one synchronous piece; `render_us_max` keeps the longest (measured on the
-board's own clock), so the metering tick's worst wait is known. Every error is counted
-and logged, never raised out of the task.
+The task (`run()`) wakes every `period_ms` (250 ms) while the customer is at the keypad
+and every `idle_ms` (500 ms) otherwise, composes the content (firmware/screens.py) and
+redraws only when the content changed or the blink phase flipped, then awaits the
+panel's `show(sleep_ms)`, which pushes page by page with a yield between pages. A
+panel that fails a push is tried again after `retry_ms`. Drawing a frame is one
+synchronous piece; `render_us_max` keeps the longest (measured on the board's own
+clock), so the metering tick's worst wait is known. Every error is counted
+(`errors`; logged at the 1st, 2nd, 4th, 8th... so a lasting fault cannot flood the log),
+never raised out of the task.
 """
 
 import sys
@@ -87,6 +89,7 @@ class Display:
         panel,
         clock,
         period_ms=250,
+        idle_ms=500,
         blink_ms=500,
         cycle_ms=4000,
         hold_ms=10000,
@@ -97,6 +100,9 @@ class Display:
         self.canvas = panel.framebuf
         self.clock = clock
         self.period_ms = period_ms
+        self.idle_ms = idle_ms
+        self._changes = None  # entry.changes last seen
+        self._busy_at = 0  # ticks of the last keypad activity
         self.blink_ms = blink_ms
         self.retry_ms = retry_ms
         self.screens = Screens(app, clock, cycle_ms=cycle_ms, hold_ms=hold_ms)
@@ -209,16 +215,29 @@ class Display:
             self.failed += 1
         return ok
 
+    def busy(self):
+        """True while the customer is at the keypad (a line, or a key in the last 3 s)."""
+        entry = getattr(self.app, "entry", None)
+        if entry is None:
+            return False
+        now = self.clock.ticks_ms()
+        if entry.changes != self._changes:
+            self._changes = entry.changes
+            self._busy_at = now
+            return True
+        return entry.mode != "idle" or self.clock.ticks_diff(now, self._busy_at) < 3000
+
     async def run(self):
         clk = self.clock
         while True:
-            wait = self.period_ms
+            wait = self.period_ms if self.busy() else self.idle_ms
             try:
                 self.update()
                 if self._dirty and not await self.push():
                     wait = self.retry_ms  # the panel is away: try again later
             except Exception as e:  # the display must never stop the meter
                 self.errors += 1
-                sys.stdout.write("display: error: " + repr(e) + "\n")
+                if not self.errors & (self.errors - 1):  # the 1st, 2nd, 4th, 8th...
+                    sys.stdout.write("display: error " + str(self.errors) + ": " + repr(e) + "\n")
                 wait = self.retry_ms
             await clk.sleep_ms(wait)

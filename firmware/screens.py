@@ -8,8 +8,9 @@ its digits and icons. Which content, in order of priority:
 1. the keypad line being typed (app.entry, firmware/keyentry.py): "Token" with the
    digits grouped in 4s, or "Code";
 2. the answer to a token typed there, for `hold_ms` (10 s): "Accepted" and the new
-   balance, or the reject code's word; or an information screen asked for with a code
-   (#0# meter number ... #90# version), for `hold_ms` -- whichever came last;
+   balance, or the reject code's word ("Top-up" instead of "Token" for one that came
+   another way: the back office, the technician); or an information screen asked for
+   with a code (#0# meter number ... #90# version), for `hold_ms` -- whichever came last;
 3. otherwise the cycle: balance, energy left, power, state, last token (once there is
    one), meter number, each for `cycle_ms` (4 s); the keypad's next-screen key steps it
    at once (and ends an answer or information screen).
@@ -158,8 +159,10 @@ class Screens:
         self.index = 0  # into CYCLE
         self._since = clock.ticks_ms()
         self._steps = None  # entry.steps last seen
-        self._answer = None  # the answer dict last seen, and whether it still shows
+        self._answer = None  # the answer showing (or shown), and whether it still shows
         self._answer_live = False
+        self._typed = None  # entry.answer last seen
+        self._last = app.intake.last  # intake.last last seen: a new one is an answer too
         self._info = None
         self._info_live = False
         self._version = None  # (version, hash, match): identify() hashes files, once
@@ -206,6 +209,9 @@ class Screens:
         out.clear()
         entry = getattr(self.app, "entry", None)
         overlay = None
+        last = self.app.intake.last
+        remote = last is not self._last  # a token from anywhere (the back office...)
+        self._last = last
         if entry is not None:
             if self._steps is None:
                 self._steps = entry.steps
@@ -213,11 +219,19 @@ class Screens:
                 self.step((entry.steps - self._steps) % len(CYCLE))
                 self._steps = entry.steps
             a = entry.answer
-            if a is not self._answer:
-                self._answer = a
-                self._answer_live = a is not None
-            if self._answer_live and not self._live(a["at_ms"], now):
-                self._answer_live = False
+            if a is not self._typed:
+                self._typed = a
+                if a is not None:  # typed here: the same token as intake.last
+                    self._answer = a
+                    self._answer_live = True
+                    remote = False
+        if remote and last is not None:
+            self._answer = self._last_answer(now)
+            self._answer_live = True
+        a = self._answer
+        if self._answer_live and not self._live(a["at_ms"], now):
+            self._answer_live = False
+        if entry is not None:
             info = entry.info
             if info is not self._info:
                 self._info = info
@@ -229,16 +243,16 @@ class Screens:
             elif self._answer_live and self._info_live:
                 newer = self.clock.ticks_diff(a["at_ms"], info[1]) >= 0
                 overlay = "answer" if newer else "info"
-            elif self._answer_live:
-                overlay = "answer"
             elif self._info_live:
                 overlay = "info"
+        if overlay is None and self._answer_live:
+            overlay = "answer"
         if overlay is not None:
             self._since = now  # the cycle waits, then resumes where it was
             if overlay == "entry":
                 self._entry(out, entry)
             elif overlay == "answer":
-                self._token_answer(out, self._answer)
+                self._token_answer(out, a)
             else:
                 self.screen(self._info[0], out)
             return out
@@ -274,10 +288,11 @@ class Screens:
 
     def _token_answer(self, out, a):
         code = a["code"]
+        title = "Top-up" if a.get("remote") else "Token"
         if code == tokencodes.ACCEPT or a["accepted"]:
-            out.set("answer", "Token", a["word"], note="Balance " + self.money(a["balance"]))
+            out.set("answer", title, a["word"], note="Balance " + self.money(a["balance"]))
         else:
-            out.set("answer", "Token", a["word"], note="Rejected (" + str(code) + ")")
+            out.set("answer", title, a["word"], note="Rejected (" + str(code) + ")")
 
     # -- the screens -------------------------------------------------------------------
     def _s_balance(self, out):
@@ -331,7 +346,8 @@ class Screens:
         out.set("state", "State", word, note=supply)
         out.status = self.alert()
 
-    def _last(self):
+    def _last_answer(self, now=0):
+        """intake.last as an answer (the shape of keyentry's), None before any token."""
         last = self.app.intake.last
         if last is None:
             return None
@@ -341,10 +357,12 @@ class Screens:
             "word": tokencodes.word(r.code),
             "balance": bal,
             "accepted": tokencodes.accepted(r.code),
+            "at_ms": now,
+            "remote": True,
         }
 
     def _s_last_token(self, out):
-        a = self._last()
+        a = self._last_answer()
         if a is None:
             out.set("last_token", "Last token", "None")
         else:

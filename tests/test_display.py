@@ -198,7 +198,7 @@ def test_the_typed_token_then_its_answer_then_the_cycle():
     m = Meter()
     tok = mint.compact_credit(KEY, 1, 500)
     got = m.snaps(
-        (1300, 2300, 3300, 12900, 13300, 14300),
+        (1600, 2600, 3600, 12900, 13600, 14600),
         [
             (1000, m.keys(tok[:7])),
             (2000, m.keys(tok[7:])),
@@ -221,7 +221,7 @@ def test_information_screens():
     m = Meter({"max_power_w": 5000}, watts=450)
     v = version.identify()
     got = m.snaps(
-        (1300, 2300, 3300, 4300, 5300),
+        (1600, 2600, 3600, 4600, 5600),
         [
             (1000, m.keys("#4#")),
             (2000, m.keys("#6#")),

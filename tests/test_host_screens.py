@@ -4,6 +4,7 @@ own reader and compared with the panel model's glass pixel for pixel.
 """
 
 import io
+import json
 
 import pytest
 
@@ -75,3 +76,73 @@ def test_the_gallery_writes_the_main_screens_as_the_glass_shows_them(tmp_path):
         assert (tmp_path / (name + ".png")).stat().st_size < 4096
     glass = {n: g for n, _, g, _ in shots}
     assert glass["low_credit"] != glass["balance"] and glass["typing"] != glass["accepted"]
+
+
+SCENARIO = {
+    "start": "2026-01-05T12:00:00",
+    "duration_s": 600,
+    "meter": "ideal",
+    "tariff": {"type": "flat", "price_per_kwh": "0.2500"},
+    "balance": "2.10",
+    "low_credit": "2.00",
+    "load": [{"at_s": 0, "watts": 36000}],
+    "topups": [{"at_s": 300, "amount": "5.00"}],
+    "screens": [{"at_s": 5, "name": "start"}, {"at_s": 9, "name": "energy"}],
+}
+
+
+def _glass_rows(path):
+    w, h, depth, rows = png.decode(open(path, "rb").read())
+    assert (w, h, depth) == (512, 256, 8)
+    return [
+        [1 if rows[4 * y + 1][4 * x + 1] > png.OFF else 0 for x in range(128)] for y in range(64)
+    ]
+
+
+def test_the_simulator_writes_the_display_at_steps_events_and_answers(tmp_path):
+    from tools.sim import host
+    from tools.sim.__main__ import main
+
+    report = host.run(SCENARIO, screens=str(tmp_path))
+    got = [(s["t_s"], s["name"]) for s in report["screens"]]
+    assert got == [
+        (5, "start"),
+        (9, "energy"),
+        (45, "low_credit"),  # a second after the event at 44 s
+        (301, "topup+token_accepted"),  # the top-up's events and its answer: one picture
+        (600, "end"),
+    ]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == sorted(s["file"] for s in report["screens"])
+    assert files[3] == "000d000501_topup+token_accepted.png"
+    pics = {s["name"]: _glass_rows(tmp_path / s["file"]) for s in report["screens"]}
+    for name, rows in pics.items():
+        assert sum(rows[1]) == 128, name  # the title bar
+    assert pics["start"] != pics["energy"]  # the cycle moved on
+    assert sum(pics["low_credit"][52]) == 128  # the status line's rule: LOW CREDIT
+    assert sum(pics["start"][52]) == 0  # in credit: no status line
+    assert sum(pics["topup+token_accepted"][52]) == 0  # back in credit
+    # the same from the command line
+    out = tmp_path / "cli"
+    sc = tmp_path / "sc.json"
+    sc.write_text(json.dumps(dict(SCENARIO, duration_s=20, topups=[])))
+    assert main([str(sc), "--screens", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "000d000005_start.png",
+        "000d000009_energy.png",
+        "000d000020_end.png",
+    ]
+    assert "screens" not in host.run(dict(SCENARIO, duration_s=10, screens=[], topups=[]))
+
+
+def test_a_screens_label_names_a_file():
+    from tools.sim.scenario import ScenarioError, normalise
+
+    base = {k: SCENARIO[k] for k in ("start", "duration_s", "meter", "load")}
+    norm = normalise(dict(base, screens=[{"at_s": 3, "name": "after-topup_1"}]))
+    assert norm["screens"] == [[3, "after-topup_1"]]
+    for bad in ("a/b", "", "x" * 41, 7, "../up"):
+        with pytest.raises(ScenarioError, match=r"screens\[0\]\.name"):
+            normalise(dict(base, screens=[{"at_s": 3, "name": bad}]))
+    with pytest.raises(ScenarioError, match=r"screens\[0\]\.at_s"):
+        normalise(dict(base, screens=[{"at_s": 601, "name": "late"}]))

@@ -295,3 +295,21 @@ def test_without_a_keypad_the_cycle_runs_alone():
     assert m.at(4000).name == "kwh_left"
     assert screens.group4("12345678901") == "1234 5678 901"
     assert screens.group4("") == ""
+
+
+def test_a_token_from_the_back_office_shows_its_answer_too():
+    m = Meter(entry=False)
+    tok = mint.compact_credit(KEY, 1, 500)
+    c = m.at(1000, lambda: m.app.enter(tok))  # the remote path: comms, technician
+    assert (c.name, c.title, c.value, c.note) == ("answer", "Top-up", "Accepted", "Balance 17.34")
+    assert m.at(10999).name == "answer"
+    assert m.at(11000).name == "balance"
+    c = m.at(12000, lambda: m.app.enter(tok))
+    assert (c.title, c.value, c.note) == ("Top-up", "Used", "Rejected (10)")
+    # a meter restarted with a token already answered shows the cycle
+    later = Screens(m.app, m.clock)
+    assert later.compose(Content()).name == "balance"
+    # typed on the keypad: the keypad's answer, once
+    k = Meter()
+    c = k.at(1000, lambda: k.keys(mint.compact_credit(KEY, 2, 100) + "#"))
+    assert (c.title, c.value, c.note) == ("Token", "Accepted", "Balance 13.34")

@@ -182,3 +182,47 @@ def test_a_page_push_allocates_nothing():
     finally:
         micropython.heap_unlock()
     assert oled.errors == 0
+
+
+def test_model_addressing_modes_and_control_bytes():
+    def fresh(mode):
+        m = SSD1306Model()
+        m.write(bytes((0x00, 0x20, mode)))
+        m.gddram[:] = bytes(1024)
+        return m
+
+    data = bytes(range(1, 41))  # 40 bytes into an 11-column x 3-page window: wraps
+    stream = fresh(0)
+    stream.write(bytes((0x00, 0x21, 10, 20, 0x22, 2, 4)))  # Co=0: all the rest commands
+    stream.write(b"\x40" + data)  # Co=0, D/C#=1: all the rest data
+    single = fresh(0)
+    single.write(bytes((0x80, 0x21, 0x80, 10, 0x80, 20)))  # Co=1: a control byte each
+    single.write(bytes((0x80, 0x22)) + bytes((0x80, 2)))
+    single.write(bytes((0x80, 4)))  # a parameter in a later transfer
+    for b in data:
+        single.write(bytes((0xC0, b)))
+    assert stream.gddram == single.gddram and stream.data_bytes == single.data_bytes == 40
+    want = bytearray(1024)
+    for k in range(40):
+        page, col = 2 + (k // 11) % 3, 10 + k % 11
+        want[page * 128 + col] = data[k]  # 33 fill the window, 7 wrap to its start
+    want[2 * 128 + 10 : 2 * 128 + 17] = data[33:]
+    assert stream.gddram == want
+    assert (stream.page, stream.col) == (2, 17)
+    vert = fresh(1)  # vertical: down the pages first
+    vert.write(bytes((0x00, 0x21, 0, 1, 0x22, 0, 7)))
+    vert.write(b"\x40" + bytes(range(1, 17)))
+    assert [vert.gddram[p * 128] for p in range(8)] == list(range(1, 9))
+    assert [vert.gddram[p * 128 + 1] for p in range(8)] == list(range(9, 17))
+    page = fresh(2)  # page addressing: B0-B7 and the column nibbles; wraps in the page
+    page.write(bytes((0x00, 0xB5, 0x0E, 0x17)))  # page 5, column 0x7E
+    page.write(b"\x40" + bytes(range(1, 5)))  # 1, 2 at 126, 127; then back to 126
+    assert page.page_col_start == 0x7E and page.page == 5
+    assert page.gddram[5 * 128 + 0x7E] == 3 and page.gddram[5 * 128 + 0x7F] == 4
+    assert page.data_bytes == 4
+    assert page.gddram[4 * 128 : 5 * 128] == bytes(128) and page.gddram[6 * 128 :] == bytes(256)
+    assert page.protocol_errors == 0 and page.ignored == 0
+    stream.write(bytes((0x00, 0xB3, 0x05)))  # page-mode commands in horizontal mode
+    assert stream.ignored == 2 and stream.page == 2 and stream.unknown == 0
+    stream.write(bytes((0x01, 0xE3)))  # a control byte with its low bits set
+    assert stream.protocol_errors == 1

@@ -1,4 +1,5 @@
-"""Command line: python -m tools.sim SCENARIO.json --report OUT.json [--plot OUT.png]."""
+"""Command line: python -m tools.sim SCENARIO.json --report OUT.json [--plot OUT.png]
+[--screens DIR]."""
 
 import argparse
 import json
@@ -39,6 +40,12 @@ def main(argv=None):
     ap.add_argument("--report", help="write the report JSON here")
     ap.add_argument("--plot", help="write a PNG plot of power, balance and relay here")
     ap.add_argument("--summary", action="store_true", help="print the events and final state")
+    ap.add_argument(
+        "--screens",
+        metavar="DIR",
+        help="write the customer's display as PNG files here: at the scenario's screens "
+        "steps, a second after each event and token answer, and at the end",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress line")
     args = ap.parse_args(argv)
     try:
@@ -51,7 +58,9 @@ def main(argv=None):
         print("error: scenario is not valid JSON: %s" % e, file=sys.stderr)
         return 2
     try:
-        report = host.run(scenario, progress=None if args.quiet else _progress)
+        report = host.run(
+            scenario, progress=None if args.quiet else _progress, screens=args.screens
+        )
     except ScenarioError as e:
         print("error: scenario: %s" % e, file=sys.stderr)
         return 2

@@ -93,15 +93,18 @@ def vend_topups(norm):
     norm["topups"] = vended
 
 
-def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None):
+def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None, screens=None):
     """Validate and simulate `scenario` (a dict); returns the report dict.
 
     Raises tools.sim.scenario.ScenarioError on bad input, RuntimeError if the
     firmware run fails. `progress(t_s, duration_s)` is called as time advances.
     `mpy_dir`: run the firmware from .mpy files there (see compile_firmware).
+    `screens`: a directory for PNG pictures of the display (tools/sim/screenshots.py);
+    the report then lists them under "screens".
     """
     norm = normalise(scenario)
     vend_topups(norm)
+    norm["screens_out"] = screens is not None
     d = norm["currency_decimals"]
     with tempfile.TemporaryDirectory(prefix="meter-sim-") as tmp:
         norm["state_dir"] = tmp
@@ -125,6 +128,7 @@ def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None):
             text=True,
         )
         events, series, final, other, answers = [], [], None, [], []
+        shots = []
         for line in proc.stdout:
             if not line.startswith("{"):
                 other.append(line.rstrip())
@@ -157,6 +161,8 @@ def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None):
                         "state": state,
                     }
                 )
+            elif "scr" in obj:
+                shots.append(obj["scr"])
             elif "p" in obj:
                 if progress:
                     progress(obj["p"], norm["duration_s"])
@@ -166,7 +172,7 @@ def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None):
         rc = proc.wait(timeout=timeout)
     if rc != 0 or final is None:
         raise RuntimeError("firmware run failed (exit %d):\n%s\n%s" % (rc, "\n".join(other), err))
-    return {
+    report = {
         "final": {
             "balance": format_decimal(final["balance"], d),
             "energy_wh": format_decimal(final["energy_mwh"], 3),
@@ -204,3 +210,21 @@ def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None):
         "series": series,
         "warnings": [line for line in other if line],
     }
+    if screens is not None:
+        report["screens"] = write_screens(shots, screens)
+    return report
+
+
+def write_screens(shots, out_dir):
+    """PNG files of the display pictures [t_s, label, glass hex, contrast] in out_dir,
+    named DDDdHHMMSS_LABEL.png (simulated time since the start); returns their list."""
+    from tools.sim import png
+
+    os.makedirs(out_dir, exist_ok=True)
+    listed = []
+    for t, label, glass, contrast in shots:
+        when = (t // 86400, t // 3600 % 24, t // 60 % 60, t % 60)
+        name = "%03dd%02d%02d%02d_" % when + label + ".png"
+        png.write_panel(os.path.join(out_dir, name), bytes.fromhex(glass), contrast)
+        listed.append({"t_s": t, "name": label, "file": name})
+    return listed

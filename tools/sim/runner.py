@@ -31,6 +31,7 @@ from firmware.settings import Settings  # noqa: E402
 gc.collect()
 CODE_HEAP = gc.mem_alloc() - _HEAP_NO_FIRMWARE
 from tools.sim.board import SimBoard  # noqa: E402
+from tools.sim.screenshots import Screenshots  # noqa: E402
 
 gc.collect()
 IMPORTED_HEAP = gc.mem_alloc()  # everything imported, nothing of the meter built yet
@@ -79,7 +80,10 @@ def main(path):
         mc=sc.get("meter_constant", 3200),
         store=sc.get("store", "journal"),
         flash=FLASH,
+        display=bool(sc.get("screens_out")),
     )
+    # --screens: the OLED's pictures at the scenario's screens steps and after events
+    shots = Screenshots(board, sc.get("screens", [])) if board.display is not None else None
     if sc.get("fresh", True):
         board.store.erase()
     clock = board.clock
@@ -98,11 +102,15 @@ def main(path):
         asyncio.new_event_loop()  # the dead meter's tasks die with it
         app = start.build(settings_path, board=board, tick_ms=sc["step_s"] * 1000)
         cur[0] = app
+        if shots is not None:
+            shots.attach(app)
         if origin[0] is None:
             origin[0] = app.meter.clock.stamp()
 
         def report(stamp, kind, bal, value):
             out({"ev": [stamp - origin[0], kind, bal, value]})
+            if shots is not None:
+                shots.after(kind)
 
         if reboots[0] or not sc.get("fresh", True):  # a fresh meter's first boot is setup
             for e in app.meter.log.items:  # what start-up logged (the boot event)
@@ -130,6 +138,8 @@ def main(path):
     def enter(t_s, token):
         r, balance = cur[0].enter(token)
         out({"ans": [t_s, token, r.code, r.name, balance]})
+        if shots is not None:
+            shots.after("token_" + ("accepted" if r.code == 1 else r.name))
 
     # top-ups arrive as vended tokens (tools/sim/host.py), through the one credit path
     steps = [(at_s, tok) for at_s, tok, _ in sc["topups"]] + list(sc.get("enter", []))
@@ -210,6 +220,8 @@ def main(path):
                 break
     app = cur[0]
     meter = app.meter
+    if shots is not None:
+        shots.snap("end")
     board.save_image()
     if board.chip is None:
         board.mains.integrate()

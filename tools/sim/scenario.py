@@ -13,6 +13,7 @@ from firmware.wallclock import parse_datetime
 SIM_KEYS = ("start", "duration_s", "step_s", "balance", "debt", "load", "topups", "actions")
 SIM_KEYS += ("relay_closed", "series_s", "faults", "meter", "meter_constant", "power_cuts")
 SIM_KEYS += ("flash_sectors", "vending_key", "enter")
+SIM_KEYS += ("screens",)
 ACTIONS = ("button", "emergency_credit", "clear_lockout")
 FAULTS = ("absent_high", "absent_low", "present", "miso_flip", "chip_reset", "corrupt_cs")
 METERS = ("chip", "ideal")
@@ -20,6 +21,18 @@ METERS = ("chip", "ideal")
 
 class ScenarioError(ValueError):
     pass
+
+
+def _screen_name(v, f):
+    """A `screens` step's label: it names the PNG file (letters, digits, - and _)."""
+    ok = isinstance(v, str) and 0 < len(v) <= 40
+    if ok:
+        for ch in v:
+            if not (ch.isalnum() and ch.isascii() or ch in "-_"):
+                ok = False
+    if not ok:
+        raise ScenarioError(f + ": expected a label of letters, digits, - and _ (40 at most)")
+    return v
 
 
 def _int(sc, key, lo, hi, default=None, field=None):
@@ -176,5 +189,6 @@ def normalise(sc):
         "power_cuts": power_cuts,
         "flash_sectors": _int(sc, "flash_sectors", 2, 256, default=16),
         "enter": _steps(sc, "enter", "token", duration, token_text),
+        "screens": _steps(sc, "screens", "name", duration, _screen_name),
         "vending_key": sc.get("vending_key"),
     }

@@ -93,7 +93,8 @@ class SSD1306Model:
         self._args = []
         self.transfers = 0
         self.data_bytes = 0
-        self.commands = []  # every complete command: (opcode, parameters...)
+        self.commands = []  # the latest complete commands: (opcode, parameters...)
+        self.command_count = 0
         self.protocol_errors = 0  # control bytes with the low six bits set, bad values
         self.unknown = 0
         self.ignored = 0  # page-mode pointer commands given in another mode
@@ -119,6 +120,9 @@ class SSD1306Model:
                 if i < n:
                     self._byte(data, buf[i])
                     i += 1
+            elif data and self.mode == HORIZONTAL:  # a data stream: copied in runs
+                self._data_run(buf, i, n)
+                i = n
             else:
                 while i < n:
                     self._byte(data, buf[i])
@@ -137,6 +141,25 @@ class SSD1306Model:
             self._cmd = b
         else:
             self._run(b, ())
+
+    def _data_run(self, buf, i, n):
+        """buf[i:n] into GDDRAM in horizontal addressing: what _data() does byte by byte."""
+        while i < n:
+            k = min(n - i, self.col_end - self.col + 1)
+            if k <= 0:  # a window whose end is before its start: byte by byte
+                self._data(buf[i])
+                i += 1
+                continue
+            o = self.page * 128 + self.col
+            self.gddram[o : o + k] = buf[i : i + k]
+            self.data_bytes += k
+            i += k
+            self.col += k
+            if self.col > self.col_end:
+                self.col = self.col_start
+                self.page += 1
+                if self.page > self.page_end:
+                    self.page = self.page_start
 
     def _data(self, b):
         self.data_bytes += 1
@@ -161,6 +184,9 @@ class SSD1306Model:
                 self.col = self.page_col_start
 
     def _run(self, c, a):
+        self.command_count += 1
+        if len(self.commands) >= 512:  # a long run: keep the latest only
+            del self.commands[:256]
         self.commands.append((c,) + tuple(a))
         if c == 0xAE or c == 0xAF:
             self.on = c == 0xAF
