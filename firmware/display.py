@@ -232,7 +232,8 @@ class Display:
         while True:
             wait = self.period_ms if self.busy() else self.idle_ms
             try:
-                self.update()
+                if self.update():
+                    await clk.sleep_ms(0)  # drawing and the first page: two pieces
                 if self._dirty and not await self.push():
                     wait = self.retry_ms  # the panel is away: try again later
             except Exception as e:  # the display must never stop the meter
