@@ -228,16 +228,32 @@ def build(path=SETTINGS_PATH, board=None, tick_ms=1000):
     return app
 
 
+class LazyTech:
+    """`tech` at the console before a technician uses it: the first attribute looked up
+    imports firmware/tech.py (and puts it in sys.modules as `tech`), so a meter nobody
+    services keeps that code out of its heap."""
+
+    def __getattr__(self, name):
+        import sys
+
+        from firmware import tech
+
+        sys.modules["tech"] = tech
+        return getattr(tech, name)
+
+
 def attach_console(app, path=SETTINGS_PATH, restart=None, reader=None, write=None):
-    """`tech` bound to the app (also as the module `tech`, so `import tech` works at the
-    console) and the console task added to the app's tasks. Returns the Console."""
+    """The running meter bound for `tech` (firmware/running.py), `tech` importable at
+    the console (`import tech`, loaded on first use) and the console task added to the
+    app's tasks. Returns the Console."""
     import sys
 
-    from firmware import console, tech
+    from firmware import console, running
 
-    tech.attach(app, path, restart=restart)
-    sys.modules["tech"] = tech
-    con = console.Console(write or console.port_writer(), {"tech": tech, "app": app})
+    running.bind(app, path, restart)
+    lazy = LazyTech()
+    sys.modules["tech"] = lazy
+    con = console.Console(write or console.port_writer(), {"tech": lazy, "app": app})
     app.extra_tasks.append(con.run(reader or console.port_reader()))
     return con
 

@@ -17,14 +17,14 @@ Reading calls return plain dicts and lists (the console prints them a line each;
 topup, restart), accepted or refused, is appended to the audit log (`audit.log`, JSON
 lines: time, operation, old and new value, result) before the call returns. A refused
 change raises ValueError with the reason naming the field and leaves everything as it
-was. The meter is attached by start-up (`attach`); in safe mode only `version()`,
+was. The running meter is bound by start-up (firmware/running.py); in safe mode only `version()`,
 `audit()` and `safe_mode()` work, the rest say the meter is not running.
 """
 
 import json
 import os
 
-from firmware import money
+from firmware import money, running
 from firmware import tokencodes as rc
 from firmware.logfile import LineLog
 from firmware.policy import CONTROL_STATES
@@ -33,41 +33,53 @@ from firmware.wallclock import format_stamp
 AUDIT_PATH = "audit.log"
 RELAY_TEST_S = 5
 
-_app = None
-_settings_path = None
-_audit = LineLog(AUDIT_PATH)
-_restart = None  # board reset, set by start-up
+
+class _Bound:
+    """The running meter's binding (firmware/running.py), read when first needed."""
+
+    def __init__(self):
+        self.key = None
+        self.log = LineLog(AUDIT_PATH)
+
+    def audit(self):
+        key = (running.settings_path, running.audit_path)
+        if key != self.key:
+            self.key = key
+            path = running.audit_path
+            if path is None:
+                sp = running.settings_path
+                i = sp.rfind("/") if sp else -1
+                path = (sp[: i + 1] if i >= 0 else "") + AUDIT_PATH
+            self.log = LineLog(path)
+        return self.log
+
+
+_bound = _Bound()
 
 
 def attach(app, settings_path=None, audit_path=None, restart=None):
-    """Bind the running meter (start-up calls this before the loop starts). The audit
-    log lives beside the settings file unless `audit_path` says otherwise."""
-    global _app, _settings_path, _audit, _restart
-    _app = app
-    _settings_path = settings_path
-    if audit_path is None:
-        i = settings_path.rfind("/") if settings_path else -1
-        audit_path = (settings_path[: i + 1] if i >= 0 else "") + AUDIT_PATH
-    _audit = LineLog(audit_path)
-    _restart = restart
+    """Bind a meter (start-up binds the running one through firmware/running.py; tests
+    call this). The audit log lives beside the settings file unless `audit_path` says
+    otherwise."""
+    running.bind(app, settings_path, restart, audit_path)
 
 
 def _meter():
-    if _app is None:
+    if running.app is None:
         raise RuntimeError("tech: the meter is not running (safe mode?)")
-    return _app
+    return running.app
 
 
 def _now():
-    if _app is not None:
-        return format_stamp(_app.meter.clock.stamp())
+    if running.app is not None:
+        return format_stamp(running.app.meter.clock.stamp())
     return ""
 
 
 def _log(op, result, **fields):
     rec = {"t": _now(), "op": op, "result": result}
     rec.update(fields)
-    _audit.append(json.dumps(rec))
+    _bound.audit().append(json.dumps(rec))
 
 
 def _fmt(app, units):
@@ -158,7 +170,7 @@ def settings():
 def audit(n=20):
     """The newest n audit records, oldest first."""
     out = []
-    for line in _audit.tail(n):
+    for line in _bound.audit().tail(n):
         try:
             out.append(json.loads(line))
         except ValueError:
@@ -253,10 +265,10 @@ def calibrate(volts=None, amps=None, watts=None, watts_half=None, amps_n=None):
         raise ValueError("refused: " + str(e))
     src.cal = new
     src.begin()
-    if _settings_path is not None:
+    if running.settings_path is not None:
         from firmware.start import save_calibration
 
-        save_calibration(new, _settings_path)
+        save_calibration(new, running.settings_path)
     changed = {}
     for k in new:
         if new[k] != old.get(k):
@@ -336,9 +348,9 @@ def restart():
     app = _meter()
     _log("restart", "ok")
     app.save()
-    if _restart is None:
+    if running.restart is None:
         raise RuntimeError("tech: no restart on this board")
-    _restart()
+    running.restart()
 
 
 def safe_mode(on=True):
