@@ -453,6 +453,17 @@ class LoRaWAN:
                 raise LoRaError(TIMEOUT, what)
             await clk.sleep_ms(self.poll_ms)
 
+    async def _hold(self, ms, gen):
+        """Wait ms for the duty cycle; a reboot or a lost join ends the wait early."""
+        clk = self.clock
+        start = clk.ticks_ms()
+        while gen == self._gen and self.state == JOINED:
+            left = ms - clk.ticks_diff(clk.ticks_ms(), start)
+            if left <= 0:
+                return
+            self.at.poll()
+            await clk.sleep_ms(left if left < self.poll_ms else self.poll_ms)
+
     async def _acquire(self, limit_ms):
         clk = self.clock
         start = clk.ticks_ms()
@@ -468,12 +479,12 @@ class LoRaWAN:
         try:
             return await self.at.command(text, timeout_ms or self.timeouts["at"], **kw)
         except ATReset:
-            raise LoRaError(MODEM_RESET, secret or text)
+            raise LoRaError(MODEM_RESET, secret or text) from None
         except ATTimeout:
-            raise LoRaError(TIMEOUT, secret or text)
+            raise LoRaError(TIMEOUT, secret or text) from None
         except ATCommandError as e:
-            if secret is not None:
-                raise LoRaError(CONFIG, secret + " refused: " + e.text)
+            if secret is not None:  # the engine's error holds the command: drop it
+                raise LoRaError(CONFIG, secret + " refused: " + e.text) from None
             raise
 
     # -- bring-up ---------------------------------------------------------------------
@@ -498,9 +509,15 @@ class LoRaWAN:
             self._join_result = None
             already = await self.dialect.join(self)
             if not already:
-                await self._wait(
-                    lambda: self._join_result is not None, self.timeouts["join"], gen, "join"
-                )
+                try:
+                    await self._wait(
+                        lambda: self._join_result is not None, self.timeouts["join"], gen, "join"
+                    )
+                except LoRaError as e:
+                    # the result event may have been lost on the line: ask the modem
+                    if e.reason != TIMEOUT or not await self.dialect.join_state(self):
+                        raise
+                    self._join_result = True
                 if not self._join_result:
                     raise LoRaError(JOIN_FAILED, "no join accept")
         except LoRaError as e:
@@ -596,9 +613,11 @@ class LoRaWAN:
             left = timeout_ms - clk.ticks_diff(clk.ticks_ms(), start)
             if wait < 0 or wait > left - end_ms:
                 self.refused += 1
+                if wait < 0:
+                    raise LoRaError(DUTY_CYCLE, "longer than the daily airtime budget")
                 raise LoRaError(DUTY_CYCLE, "%d ms to wait" % wait)
             if wait:
-                await self._idle(wait)
+                await self._hold(wait, gen)
                 if gen != self._gen or self.state != JOINED:
                     raise LoRaError(MODEM_RESET if gen != self._gen else NOT_JOINED)
             self._tx_result = None
@@ -709,6 +728,13 @@ class _RUI3:
     async def join(self, m):
         await m.cmd("AT+JOIN=1:0:8:1")
         return False
+
+    async def join_state(self, m):
+        """AT+NJS=? (spec 3.1): True when the modem says it has joined."""
+        try:
+            return _value(await m.cmd("AT+NJS=?"), "AT+NJS") == "1"
+        except (LoRaError, ATCommandError):
+            return False
 
     async def query_dr(self, m):
         r = await m.cmd("AT+DR=?")
@@ -841,6 +867,9 @@ class _WioE5:
         if "busy" in first:
             raise LoRaError(BUSY, first)
         return False
+
+    async def join_state(self, m):
+        return False  # no join-state query in the spec's E5 command set
 
     def _join(self, line):
         text = line[6:].strip()

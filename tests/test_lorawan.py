@@ -143,6 +143,28 @@ def test_join_retries_with_exponential_backoff_after_failures():
     assert lw.backoff.attempt == 0  # reset by the success
 
 
+def test_a_lost_joined_event_is_recovered_by_asking_the_join_state():
+    clock, model, lw, events = _rig(model_kw={"lose_event": 1})
+    support.drive(clock, lw.start())
+    assert lw.joined and "AT+NJS=?" in model.log and lw.join_failures == 0
+    assert clock.now >= lw.timeouts["join"]  # after the join's deadline
+
+
+def test_a_lost_tx_done_is_a_failed_uplink_with_a_deadline():
+    clock, model, lw, _ = _rig(duty_div=0)
+
+    async def sc():
+        await _joined(clock, lw)
+        model.lose_event = 1
+        t0 = clock.now
+        e = await _error(lw.send(2, b"\x01"))
+        return e, clock.now - t0, await lw.send(2, b"\x02")
+
+    e, took, ok = _play(clock, lw, sc)
+    assert e.reason == lw_mod.TIMEOUT and lw.timeouts["tx"] <= took < lw.timeouts["tx"] + 500
+    assert ok and lw.failed == 1 and lw.tx_done == 1
+
+
 def test_a_join_that_never_succeeds_keeps_retrying_at_the_ceiling():
     clock, model, lw, events = _rig(model_kw={"join_fail": -1})
 
@@ -334,6 +356,21 @@ def test_duty_cycle_holds_an_uplink_and_refuses_one_that_cannot_wait():
     assert lw.telemetry()["airtime_ms"] == 2 * 1483 - 1 and lw.refused == 1
 
 
+def test_a_reboot_ends_a_duty_cycle_hold_early():
+    clock, model, lw, _ = _rig(dr=0)
+
+    async def sc():
+        await _joined(clock, lw)
+        await lw.send(2, bytes(11))
+        t0 = clock.now
+        model.reboot(delay_ms=10000)  # 10 s into the 148 s hold
+        e = await _error(lw.send(2, bytes(11)))
+        return e, clock.now - t0
+
+    e, took = _play(clock, lw, sc)
+    assert e.reason == lw_mod.MODEM_RESET and took < 20000 and len(model.uplinks) == 1
+
+
 def test_daily_airtime_budget():
     clock, model, lw, _ = _rig(dr=0, duty_div=0, daily_airtime_ms=3000)
 
@@ -423,7 +460,7 @@ def test_wio_e5_dialect_join_retry_uplinks_and_downlinks():
 
 
 def test_wio_e5_oversize_and_reboot():
-    clock, model, lw, _ = _rig(dialect="e5", duty_div=0, banners=("+RESET:",))
+    clock, model, lw, _ = _rig(dialect="e5", duty_div=0)
 
     async def sc():
         await _joined(clock, lw)

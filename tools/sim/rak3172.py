@@ -18,6 +18,7 @@ Network and fault switches (attributes, change them any time) and actions:
     dr = n                  the data rate AT+DR=? reports (ADR's choice)
     duty = True             the modem enforces 1 % (EU868) itself: AT_DUTYCYLE_RESTRICTED
     refuse = ("APPKEY",)    these commands get a parameter error
+    lose_event = n          the next n RUI3 result events (JOINED, TX_DONE...) are lost
     reboot_on_send = True   the next uplink is accepted, then the modem reboots before
                             its end event
     garbage_every_ms = n    a noise line every n ms
@@ -78,6 +79,7 @@ class LoRaModemModel:
         self.garbage_every_ms = 0
         self._next_garbage = 0
         self.refuse = ()  # command names answered with a parameter error
+        self.lose_event = 0  # the next n RUI3 +EVT: result lines never arrive
         self._queued = []  # class A downlinks waiting for an uplink
         # counters
         self.commands = 0
@@ -203,6 +205,9 @@ class LoRaModemModel:
     def _evt(self, name):
         if self.spaces:
             name = name.replace("_", " ")
+        if self.lose_event:
+            self.lose_event -= 1
+            return
         self._line("+EVT:" + name)
 
     # -- input ------------------------------------------------------------------------
