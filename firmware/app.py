@@ -9,6 +9,7 @@ The board object (real pins in the board module, simulated in tools/sim) provide
   store        load() -> state fields or None; save(fields)
   indicator    drivers.indicator.Indicator or None
   keypad       optional: drivers.keypad.MatrixKeypad (firmware/keyentry.py reads it)
+  display      optional: a panel (drivers.ssd1306.SSD1306) that firmware/display.py draws
 The metering task calls `step()` every `tick_ms`; `step()` allocates nothing in the
 steady state. State is saved at once after a top-up, a relay change or any credit
 event, and otherwise when the unsaved charges reach `persist_money` (but not sooner
@@ -74,6 +75,11 @@ class App:
             from firmware.keyentry import Entry
 
             self.entry = Entry(self, board.clock)
+        self.display = None  # firmware/display.Display when the board has a panel
+        if getattr(board, "display", None) is not None:
+            from firmware.display import Display
+
+            self.display = Display(self, board.display, board.clock)
         self.boots = 1
         self.cmd_id = 0
         state = board.store.load()
@@ -277,6 +283,8 @@ class App:
         out = [self.metering_task(), self.relay_task(), self.persist_task()]
         if self.entry is not None:
             out += [self.board.keypad.run(self.entry.key), self.entry_task()]
+        if self.display is not None:
+            out.append(self.display.run())
         if self.watchdog is not None:
             out.append(self.watchdog_task())
         if self.board.indicator is not None:
