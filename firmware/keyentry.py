@@ -54,6 +54,7 @@ class Entry:
         self.steps = 0
         self.changes = 0
         self.entered = 0
+        self.on_answer = None  # fn(digits, answer) after each token (the simulator's report)
         self._last_ms = 0
 
     def _sound(self, name):
@@ -158,3 +159,5 @@ class Entry:
             self.tokens.pop(0)
         self._sound("accepted" if ok else "rejected")
         self._changed()
+        if self.on_answer is not None:
+            self.on_answer(digits, self.answer)

@@ -84,3 +84,30 @@ def test_a_bad_key_store_is_a_one_line_error(tmp_path):
     )
     assert proc.returncode == 2
     assert "vending_key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tokens_typed_on_the_keypad_model_credit_and_show_on_the_screen(tmp_path):
+    store = tmp_path / "vend.json"
+    core.keygen(str(store))
+    key = core.meter_key(core.load_keystore(str(store)), 4711)
+    good = core.compact_credit(key, 9, 400)
+    typo = good[:5] + str((int(good[5]) + 1) % 10) + good[6:]
+    sc = dict(
+        BASE,
+        meter_id="4711",
+        vending_key=str(store),
+        keys=[
+            {"at_s": 10, "keys": typo + "#"},  # one digit wrong
+            {"at_s": 30, "keys": "12*3**"},  # typed, corrected, dropped
+            {"at_s": 50, "keys": good + "#"},
+        ],
+    )
+    shots = tmp_path / "screens"
+    r = host.run(sc, screens=str(shots))
+    got = [(x["token"], x["result"]) for x in r["answers"]]
+    assert got[0][0] == typo and got[0][1] in ("crc", "format")
+    assert got[1] == (good, "accepted") and len(got) == 2
+    assert Decimal(r["final"]["credited"]) == Decimal("4.00")
+    names = sorted(p.name for p in shots.glob("*.png"))
+    assert any("token_accepted" in n for n in names), names
+    assert any("token_" + got[0][1] in n for n in names), names

@@ -25,7 +25,7 @@ gc.collect()
 _HEAP_NO_FIRMWARE = gc.mem_alloc()
 import drivers.indicator  # noqa: E402, F401  (the simulated board's drivers)
 import drivers.relay  # noqa: E402, F401
-from firmware import conffile, start  # noqa: E402
+from firmware import conffile, start, tokencodes  # noqa: E402
 from firmware.settings import Settings  # noqa: E402
 
 gc.collect()
@@ -81,6 +81,7 @@ def main(path):
         store=sc.get("store", "journal"),
         flash=FLASH,
         display=bool(sc.get("screens_out")),
+        keypad=bool(sc.get("keys")),
     )
     # --screens: the OLED's pictures at the scenario's screens steps and after events
     shots = Screenshots(board, sc.get("screens", [])) if board.display is not None else None
@@ -106,6 +107,8 @@ def main(path):
             shots.attach(app)
         if origin[0] is None:
             origin[0] = app.meter.clock.stamp()
+        if app.entry is not None:  # tokens typed on the keypad model: answers reported
+            app.entry.on_answer = lambda digits, a: answered(digits, a["code"], a["balance"])
 
         def report(stamp, kind, bal, value):
             out({"ev": [stamp - origin[0], kind, bal, value]})
@@ -135,11 +138,15 @@ def main(path):
     for at_s, what in sc.get("faults", []):
         clock.at(at_s * 1000, lambda w=what: inject(board.chip, w))
 
+    def answered(token, code, balance, t_s=None):
+        t_s = clock.now // 1000 if t_s is None else t_s  # a step's answer: its at_s
+        out({"ans": [t_s, token, code, tokencodes.name(code), balance]})
+        if shots is not None:
+            shots.after("token_" + ("accepted" if code == 1 else tokencodes.name(code)))
+
     def enter(t_s, token):
         r, balance = cur[0].enter(token)
-        out({"ans": [t_s, token, r.code, r.name, balance]})
-        if shots is not None:
-            shots.after("token_" + ("accepted" if r.code == 1 else r.name))
+        answered(token, r.code, balance, t_s)
 
     # top-ups arrive as vended tokens (tools/sim/host.py), through the one credit path
     steps = [(at_s, tok) for at_s, tok, _ in sc["topups"]] + list(sc.get("enter", []))
@@ -152,6 +159,8 @@ def main(path):
     }
     for at_s, what in sc.get("actions", []):
         clock.at(at_s * 1000, acts[what], hold=True)
+    for at_s, keys in sc.get("keys", []):  # the customer at the keypad
+        clock.at(at_s * 1000, lambda k=keys: board.keypad_model.type(k), hold=True)
     outage = [0]
 
     def cut(for_s):

@@ -13,7 +13,8 @@ from firmware.wallclock import parse_datetime
 SIM_KEYS = ("start", "duration_s", "step_s", "balance", "debt", "load", "topups", "actions")
 SIM_KEYS += ("relay_closed", "series_s", "faults", "meter", "meter_constant", "power_cuts")
 SIM_KEYS += ("flash_sectors", "vending_key", "enter")
-SIM_KEYS += ("screens",)
+SIM_KEYS += ("screens", "keys")
+KEYPAD = "0123456789*#"  # the 4x3 pad the simulated board carries
 ACTIONS = ("button", "emergency_credit", "clear_lockout")
 FAULTS = ("absent_high", "absent_low", "present", "miso_flip", "chip_reset", "corrupt_cs")
 METERS = ("chip", "ideal")
@@ -123,6 +124,16 @@ def normalise(sc):
             raise ScenarioError(f + ": expected a token (20 digits or envelope hex)")
         return v
 
+    def keys_text(v, f):
+        ok = isinstance(v, str) and 0 < len(v) <= 200
+        if ok:
+            for ch in v:
+                if ch not in KEYPAD:
+                    ok = False
+        if not ok:
+            raise ScenarioError(f + ": expected keys of the pad " + KEYPAD)
+        return v
+
     def fault(v, f):
         if v not in FAULTS:
             raise ScenarioError(f + ": unknown fault " + repr(v) + " (" + ", ".join(FAULTS) + ")")
@@ -190,5 +201,6 @@ def normalise(sc):
         "flash_sectors": _int(sc, "flash_sectors", 2, 256, default=16),
         "enter": _steps(sc, "enter", "token", duration, token_text),
         "screens": _steps(sc, "screens", "name", duration, _screen_name),
+        "keys": _steps(sc, "keys", "keys", duration, keys_text),
         "vending_key": sc.get("vending_key"),
     }

@@ -18,6 +18,7 @@ class VirtualClock:
         self._order = 0
         self.halt = None  # an exception to stop run() with (a power cut: see SimBoard)
         self._every = []  # [next_ms, period_ms, fn]
+        self._running = False
 
     def ticks_ms(self):
         return self.now & _MASK
@@ -38,7 +39,17 @@ class VirtualClock:
         the power is off at at_ms it happens when the power returns.
         """
         self._order += 1
-        self._actions.append((at_ms, self._order, fn, hold))
+        a = (at_ms, self._order, fn, hold)
+        acts = self._actions
+        if not self._running:
+            acts.append(a)  # run() sorts them when it starts
+            return
+        # during a run the list is kept in descending order (due ones pop from the end):
+        # an action scheduled by another (a keypad model's presses) lands in its place
+        j = len(acts)
+        while j > 0 and (acts[j - 1][0], acts[j - 1][1]) < (at_ms, self._order):
+            j -= 1
+        acts.insert(j, a)
 
     def outage(self, until_ms):
         """The meter is dead until until_ms: its sleeping tasks are gone, the world's
@@ -80,6 +91,13 @@ class VirtualClock:
         actions = self._actions
         actions.sort()
         actions.reverse()  # due actions pop from the end
+        self._running = True
+        try:
+            await self._run(actions, end_ms, settle)
+        finally:
+            self._running = False
+
+    async def _run(self, actions, end_ms, settle):
         while True:
             for _ in range(settle):  # let every woken task run up to its next wait
                 await asyncio.sleep(0)  # sleep_ms is MicroPython-only
