@@ -159,7 +159,8 @@ class LoRaWAN:
     """The LoRaWAN modem: configuration, join, uplinks, downlinks, duty cycle, telemetry.
 
     uart: machine.UART-like (write, read, any) with timeout=0. clock: ticks_ms,
-    ticks_diff, async sleep_ms. dev_eui/app_eui: 16 hex digits; app_key: 32 hex digits.
+    ticks_diff, async sleep_ms. dev_eui/app_eui (or join_eui): 16 hex digits; app_key:
+    32 hex digits.
     dr: None for ADR, else the fixed uplink data rate. on_downlink(port, payload, rssi,
     snr) is called from the UART poll (keep it short); without it downlinks wait in an
     inbox of `inbox` entries (the oldest is dropped, counted in `dropped`).
@@ -191,7 +192,10 @@ class LoRaWAN:
         on_downlink=None,
         on_event=None,
         inbox=8,
+        join_eui=None,
     ):
+        if join_eui is not None:
+            app_eui = join_eui  # LoRaWAN 1.0.4/1.1's name for the AppEUI
         if region not in REGIONS:
             raise ValueError("region: one of " + ", ".join(sorted(REGIONS)))
         if not _hex_ok(dev_eui, 16) or not _hex_ok(app_eui, 16):

@@ -42,7 +42,7 @@ _BANNER = (
 # largest uplink per DR (spec modems.md 3.3) for the bands the model knows
 _MAX = {4: (51, 51, 51, 115, 242, 242, 242), 5: (11, 53, 125, 242, 242)}
 _E5_BAND = {"EU868": 4, "US915": 5}
-# SF per DR for the model's own (rough) air time: 125 kHz, 1 ms per 2^SF/8 bytes...
+# SF per DR (125 kHz) for the model's own rough air time (its duty cycle and counters)
 _SF = {4: (12, 11, 10, 9, 8, 7, 7), 5: (10, 9, 8, 7, 8)}
 
 
