@@ -284,22 +284,32 @@ def test_duplicate_downlink_is_delivered_twice_and_credited_once():
     token = mint.compact_credit(key, 9, 1234)
     envl = mint.envelope_credit(key, meter_id, 10, 500, 26 * 365 * 86400)
     clock, model, lw, _ = _rig(duty_div=0)
+    up = lp.Uplinks(key.msg_mac(), keys.meter_id_bytes(meter_id), 1)
 
     async def sc():
         await _joined(clock, lw)
         model.downlink(lp.TOPUP_PORT, lp.compact_bytes(token), dup=True)
         got = []
         for _ in range(2):
-            got.append(await lw.recv(5000))
+            d = await lw.recv(5000)
+            r, bal, tid = lp.apply_downlink(app, d[1])  # the credit path decides
+            await lw.send(lp.UPLINK_PORT, up.ack(r.code, tid, bal))  # and is answered
+            got.append((d, r, bal, tid))
         return got
 
     got = _play(clock, lw, sc)
-    assert [g[:2] for g in got] == [(lp.TOPUP_PORT, lp.compact_bytes(token))] * 2
-    answers = [lp.apply_downlink(app, g[1]) for g in got]
-    (r1, b1, t1), (r2, b2, t2) = answers
+    assert [g[0][:2] for g in got] == [(lp.TOPUP_PORT, lp.compact_bytes(token))] * 2
+    (_, r1, b1, t1), (_, r2, b2, t2) = got
     assert r1.code == rc.ACCEPT and b1 == 1234 and t1 == 9
     assert r2.code == rc.USED and b2 == 1234 and t2 == 9
     assert app.meter.ledger.credited == 1234
+    # the back office reads the two acks off the network server
+    rx = lp.Receiver(key.msg_mac(), keys.meter_id_bytes(meter_id))
+    acks = [rx.decode(u[1]) for u in model.uplinks]
+    assert [(a["code"], a["token16"], a["balance"]) for a in acks] == [
+        (rc.ACCEPT, 9, 1234),
+        (rc.USED, 9, 1234),
+    ]
     r, bal, tid = lp.apply_downlink(app, envl)  # an envelope where the data rate allows
     assert r.code == rc.ACCEPT and bal == 1734 and tid == 10
     assert lp.apply_downlink(app, envl)[0].code == rc.USED
@@ -457,6 +467,13 @@ def test_wio_e5_dialect_join_retry_uplinks_and_downlinks():
     assert model.uplinks[0] == (8, b"\x01\xa2", True)
     assert lw.join_failures == 1 and lw.joins == 1
     assert model.keys["APPKEY"] == APP_KEY and model.keys["DEVEUI"] == DEV_EUI
+
+
+def test_wio_e5_key_refused_without_showing_it():
+    clock, model, lw, _ = _rig(dialect="e5", model_kw={"refuse": ("KEY",)})
+    e = support.raises(LoRaError, support.drive, clock, lw.start())
+    assert e.reason == lw_mod.CONFIG and "APPKEY" in str(e) and APP_KEY not in str(e)
+    assert not lw.joined and model.join_requests == 0
 
 
 def test_wio_e5_oversize_and_reboot():
