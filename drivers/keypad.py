@@ -7,6 +7,11 @@ columns (a pressed key reads low). Injected pins; nothing is created here.
     pad = MatrixKeypad(rows, cols, "123456789*0#", clock)
     asyncio.create_task(pad.run(entry.key))   # on_key(ch) once per press
 
+While no key is down the pad idles: every row is held low and only the columns are read,
+every `idle_ms` (50 ms); any key then pulls its column low and scanning starts, every
+`scan_ms`, until all keys are up again. An idle pad costs a few pin reads a second's
+tenth, not a full scan every few milliseconds.
+
 A key counts as pressed after `debounce` scans in a row see it alone, and as released
 after as many scans see nothing: contact bounce and a membrane that "presses itself"
 for one scan give no key. Two keys at once (a palm on the pad; a third could ghost on a
@@ -19,7 +24,7 @@ MANY = -2
 
 
 class MatrixKeypad:
-    def __init__(self, rows, cols, keymap, clock, scan_ms=10, debounce=3):
+    def __init__(self, rows, cols, keymap, clock, scan_ms=10, debounce=3, idle_ms=50):
         if len(keymap) != len(rows) * len(cols):
             raise ValueError("keypad: keymap needs %d keys" % (len(rows) * len(cols)))
         self.rows = rows
@@ -27,6 +32,7 @@ class MatrixKeypad:
         self.keymap = keymap
         self.clock = clock
         self.scan_ms = scan_ms
+        self.idle_ms = idle_ms
         self.debounce = debounce
         self.presses = 0
         self.errors = 0
@@ -75,8 +81,25 @@ class MatrixKeypad:
         self.presses += 1
         return self.keymap[k]
 
+    def idle(self):
+        """True when nothing is held and the debounce has settled on that."""
+        return self._down == NO_KEY and self._seen == NO_KEY and self._count >= self.debounce
+
+    def _any_down(self):
+        for c in self.cols:
+            if not c.value():
+                return True
+        return False
+
     async def run(self, on_key):
         while True:
+            if self.idle():
+                for r in self.rows:
+                    r.value(0)  # every row low: any key pulls its column low
+                while not self._any_down():
+                    await self.clock.sleep_ms(self.idle_ms)
+                for r in self.rows:
+                    r.value(1)
             ch = self.step()
             if ch is not None:
                 try:

@@ -213,3 +213,24 @@ def _night_and_day(sod):
 def test_quiet_hours_silence_the_warning_but_not_the_keypad():
     assert _night_and_day(23 * 3600) == (False, True, True)  # 23:00: LED only
     assert _night_and_day(12 * 3600) == (True, True, True)  # noon: it sounds
+
+
+def test_an_idle_pad_reads_its_columns_rarely_and_wakes_on_a_key():
+    clock, model, pad = _pad()
+    got = []
+
+    async def go():
+        t = asyncio.create_task(pad.run(got.append))
+        await clock.run(10000)  # 10 s untouched
+        idle_reads = model.reads
+        model.type("8", at_ms=clock.now + 7)
+        await clock.run(10400)
+        t.cancel()
+        await asyncio.sleep(0)
+        return idle_reads
+
+    idle_reads = asyncio.run(go())
+    # the columns every 50 ms (3 reads), after the first scans settled (3 x 12 reads);
+    # scanning all the time would be 12,000 reads
+    assert idle_reads <= 10000 // 50 * 3 + 3 * 12
+    assert got == ["8"]  # woken by the key, read within its 120 ms press

@@ -4,9 +4,13 @@ Usage: micropython tools/bench_mpy.py -> one JSON line.
 Builds the real App on the simulated board (ideal energy source, TOU tariff,
 friendly windows, standing charge, max-power limiter all active) and measures
 `App.step()`, the body of the metering task: poll the energy source, bill, run credit
-control, decide relay and persistence.
+control, decide relay and persistence. Then the same meter's tasks on the virtual clock
+for 10 simulated minutes, with and without the display and keypad tasks (a customer
+typing #1# every minute): the metering step's median cost in each case and the loop's
+whole work per simulated second (each the best of three alternated runs).
 """
 
+import asyncio
 import gc
 import json
 import time
@@ -20,7 +24,7 @@ from tools.sim.board import SimBoard
 N = 5000
 
 
-def build(meter="ideal"):
+def build(meter="ideal", ui=False, store="journal"):
     settings = Settings(
         {
             "tariff": {
@@ -38,13 +42,54 @@ def build(meter="ideal"):
             "persist_s": 86400,
         }
     )
-    board = SimBoard((2026, 1, 5, 0), "/tmp", settings, meter=meter)
+    board = SimBoard(
+        (2026, 1, 5, 0), "/tmp", settings, meter=meter, display=ui, keypad=ui, store=store
+    )
     board.store.erase()
     app = App(board, settings)
     app.meter.open_account(100000000)
     board.mains.set_watts(2300)
     board.relay.closed = True  # as after the boot-time re-assert
     return board, app
+
+
+LOOP_MS = 600000
+
+
+def loop_figures(ui):
+    """(median step us, loop us per simulated second) with the app's tasks running."""
+    asyncio.new_event_loop()  # the previous run's cancelled tasks go with their loop
+    gc.collect()
+    board, app = build(ui=ui, store="file")  # the same store both ways, no 64 KB flash model
+    samples = [0] * (LOOP_MS // 1000 + 10)  # preallocated: timing allocates nothing
+    n = [0]
+    step = app.step
+
+    def timed(dt_ms):
+        t = time.ticks_us()
+        step(dt_ms)
+        samples[n[0]] = time.ticks_diff(time.ticks_us(), t)
+        n[0] += 1
+
+    app.step = timed
+    if ui:
+        for at in range(10000, LOOP_MS, 60000):
+            board.keypad_model.type("#1#", at_ms=at)
+
+    async def go():
+        tasks = [asyncio.create_task(t) for t in app.tasks()]
+        await board.clock.run(LOOP_MS)
+        for t in tasks:
+            t.cancel()
+
+    t0 = time.ticks_us()
+    asyncio.run(go())
+    wall = time.ticks_diff(time.ticks_us(), t0)
+    samples = sorted(samples[: n[0]])
+    if ui:
+        assert app.entry.info is not None and app.display.frames > 0
+    assert app.errors == 0
+    return samples[len(samples) // 2], wall * 1000 // LOOP_MS
 
 
 def main():
@@ -93,6 +138,13 @@ def main():
         chip_samples.append(time.ticks_diff(time.ticks_us(), t))
     per_tick = (board.chip.transfers - t0) / 1000
     chip_samples.sort()
+    board = app = None  # the flash model needs 64 KB in one piece
+    gc.collect()
+    # alternated three times, the best of each: the host's own noise is larger than the
+    # difference being measured
+    runs = [loop_figures(ui) for ui in (False, True, False, True, False, True)]
+    bare_step, bare_loop = min(runs[0::2])
+    ui_step, ui_loop = min(runs[1::2])
     print(
         json.dumps(
             {
@@ -104,6 +156,11 @@ def main():
                 "spi_transfers_per_tick": per_tick,
                 # 24 clocks per transfer at the board's 115200 Hz SPI clock
                 "spi_bus_us_per_tick": int(per_tick * 24 * 1000000 // 115200),
+                "loop_tick_us": bare_step,
+                "loop_tick_us_ui": ui_step,
+                "ui_tick_ratio": ui_step / bare_step,
+                "loop_us_per_s": bare_loop,
+                "loop_us_per_s_ui": ui_loop,
             }
         )
     )

@@ -41,8 +41,10 @@ class KeypadModel:
         self.bounce = bounce  # bounce pulses at each press (1 ms apart)
         self.held = []  # key indexes held now
         self.typed = 0
+        self.reads = 0  # column reads by the firmware (what scanning costs)
 
     def _column(self, j):
+        self.reads += 1
         for k in self.held:
             if k % self.ncols == j and self.rows[k // self.ncols].v == 0:
                 return 0
