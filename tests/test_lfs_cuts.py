@@ -150,7 +150,7 @@ def offsets(n):
     return out
 
 
-def sweep(image, action, check, point):
+def sweep(image, action, check, point, keep_after=True):
     """Cut action() at every program/erase op it makes on `image`, at offsets() of each.
 
     After each cut: power on, remount (OSError if littlefs cannot), outcome = check(flash)
@@ -158,14 +158,46 @@ def sweep(image, action, check, point):
     image after an uncut action, ops log). One flash and one ghost buffer serve all the
     cuts: the heap is too small for a new pair each time.
     """
+    f, ghost = _take(image)
+    try:
+        return _sweep(f, ghost, image, action, check, point, keep_after)
+    finally:
+        _POOL.append((f, ghost))
+
+
+# (flash, ghost) pairs free for sweeps: a sweep run inside another's check (a cut during
+# the repair of a cut) takes the second pair instead of two fresh whole-flash buffers
+# each time, which would fragment a small heap
+_POOL = []
+
+
+def reserve(image, n):
+    """Put n (flash, ghost) pairs the size of `image` in the pool now, while the heap is
+    still whole (nested sweeps need two)."""
+    got = [_take(image) for _ in range(n)]
+    _POOL.extend(got)
+
+
+def _take(image):
+    for i in range(len(_POOL)):
+        f, ghost = _POOL[i]
+        if len(f.mem) == len(image):
+            _POOL.pop(i)
+            f.reset()
+            f.mem[:] = image
+            f.log = []
+            return f, ghost
     f = flash_from(image, Recorder)
-    ghost = bytearray(len(image))
+    return f, bytearray(len(image))
+
+
+def _sweep(f, ghost, image, action, check, point, keep_after):
     mount(f, point)
     f.log = []  # what mounting did is not part of the action
     action()
     vfs.umount(point)
     log = f.log
-    after = f.snapshot()
+    after = f.snapshot() if keep_after else None  # keep_after=False: no 32 KB copy
     outcomes = []
     for k in range(len(log)):
         kind, n = log[k]

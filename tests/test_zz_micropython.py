@@ -5,6 +5,8 @@ running
 
     micropython -X heapsize=256wk tests/mpy_runner.py tests/test_x.py
 
+(a module may ask for another heap with a line `# mpy-heapsize: 512wk`)
+
 from the repo root with MICROPYPATH=<root>/tests/fakes:<root>/tests:<root>:<root>/lib:.frozen
 (fakes first so they beat extensible built-ins like `machine`; `.frozen` keeps the
 interpreter's frozen asyncio etc. importable). The item fails on a non-zero exit and shows
@@ -34,6 +36,16 @@ PORTABLE = sorted(
 )
 
 
+HEAP_MARK = re.compile(r"^# mpy-heapsize: (\d+wk)$", re.M)
+
+
+def heapsize(module):
+    """HEAPSIZE, or a module's own `# mpy-heapsize: NNNwk` line (tests whose fixtures, not
+    the firmware, need more contiguous heap: whole-flash copies in cut sweeps)."""
+    m = HEAP_MARK.search((TESTS / module).read_text())
+    return m.group(1) if m else HEAPSIZE
+
+
 def find_micropython():
     local = Path(sys.executable).with_name("micropython")
     if local.exists():
@@ -46,7 +58,7 @@ def test_micropython(module, mpy_results):
     exe = find_micropython()
     if exe is None:
         pytest.fail("no `micropython` next to %s or on PATH: run `make venv`" % sys.executable)
-    cmd = [exe, "-X", "heapsize=" + HEAPSIZE, "tests/mpy_runner.py", "tests/" + module]
+    cmd = [exe, "-X", "heapsize=" + heapsize(module), "tests/mpy_runner.py", "tests/" + module]
     env = dict(os.environ, MICROPYPATH=MICROPYPATH)
     try:
         proc = subprocess.run(
