@@ -6,6 +6,8 @@
      "relay_set": 25, "relay_reset": 26, "led": 2, "buzzer": 4,
      "meter_constant": 3200, "max_w": 30000,
      "modem_uart": 2, "modem_tx": 17, "modem_rx": 16, "modem_pwrkey": 27, "modem_baud": 115200,
+     "lora_uart": 1, "lora_tx": 32, "lora_rx": 33, "lora_baud": 115200, "lora_reset": null,
+     "lora_dialect": "rui3",
      "display": "ssd1306", "i2c": 0, "sda": 21, "scl": 22, "i2c_hz": 400000,
      "display_addr": 60, "keypad_rows": [], "keypad_cols": [], "keypad_map": "123456789*0#"}
 
@@ -14,7 +16,11 @@ isolated from the MCU where its ground is tied to the phase). The display is an 
 on I2C0 ("display": "" for none). The keypad is off until its lines are named: rows are
 outputs, columns inputs with pull-ups (a 4x3 pad, e.g. rows [13, 14, 15, 32] and columns
 [33, 34, 35]; GPIO 34-39 have no internal pull-ups, so those need 10 k resistors to 3.3 V;
-"keypad_map" lists the keys row by row, 16 of them with a 4x4 pad). The board object gives
+"keypad_map" lists the keys row by row, 16 of them with a 4x4 pad). The LoRaWAN modem
+(settings "transport": "lorawan", `lorawan()`) is a RAK3172 ("lora_dialect": "rui3") or a
+Wio-E5 ("e5") on UART1, GPIO 32 (ESP32 TX to the modem's RX) and 33 (RX), 115,200 baud;
+"lora_reset" names the GPIO on the modem's active-low NRST (held high; null: not wired).
+UART1's default pins on the WROOM module (9, 10) are the SPI flash's, hence 32/33. The board object gives
 the app what firmware/app.py documents: clock, local_time(), source (the metering
 chip), relay, store, indicator.
 """
@@ -47,6 +53,12 @@ DEFAULT_PINS = {
     "modem_rx": 16,
     "modem_pwrkey": 27,
     "modem_baud": 115200,
+    "lora_uart": 1,
+    "lora_tx": 32,
+    "lora_rx": 33,
+    "lora_baud": 115200,
+    "lora_reset": None,
+    "lora_dialect": "rui3",
     "display": "ssd1306",
     "i2c": 0,
     "sda": 21,
@@ -133,6 +145,35 @@ class Board:
             apn=settings.apn,
             pwrkey=pwrkey,
             baud=p["modem_baud"],
+        )
+
+    def lorawan(self, settings, appkey):
+        """The LoRaWAN modem on its UART (timeout 0; a 1 KB receive buffer holds a burst
+        of events), configured from the settings; appkey: firmware/lorakey.LoRaKey. A
+        wired NRST pin is held high (the modem runs)."""
+        from drivers.lorawan import LoRaWAN
+
+        p = self.pins
+        uart = machine.UART(
+            p["lora_uart"],
+            baudrate=p["lora_baud"],
+            tx=p["lora_tx"],
+            rx=p["lora_rx"],
+            timeout=0,
+            rxbuf=1024,
+        )
+        if p["lora_reset"] is not None:
+            self.lora_reset = machine.Pin(p["lora_reset"], machine.Pin.OUT, value=1)
+        return LoRaWAN(
+            uart,
+            self.clock,
+            region=settings.lora_region,
+            dev_eui=settings.lora_dev_eui,
+            join_eui=settings.lora_join_eui,
+            app_key=appkey.hex(),
+            dialect=p["lora_dialect"],
+            lora_class=settings.lora_class,
+            dr=settings.lora_dr,
         )
 
     @staticmethod

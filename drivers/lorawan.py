@@ -291,6 +291,7 @@ class LoRaWAN:
             "region": self.region,
             "dr": self.dr,
             "rssi": self.rssi,
+            "rssi_dbm": self.rssi,  # the cellular driver's name: the screens and tech read it
             "snr": self.snr,
             "uplinks": self.uplinks,
             "confirmed": self.confirmed,

@@ -55,9 +55,26 @@ SCHEMA = {
     "sms_to": ("text", "", None, None),
     "sms_min_interval_s": ("int", 21600, 60, 7 * 86400),
     "sms_per_day": ("int", 3, 1, 20),
+    # The transport to the back office: "cellular" (MQTT over the 4G modem,
+    # firmware/comms.py) or "lorawan" (firmware/loracomms.py; the AppKey is in lora.key
+    # beside meter.key, never here).
+    "transport": ("str", "cellular", None, None),
+    "lora_region": ("str", "EU868", None, None),
+    "lora_class": ("str", "C", None, None),
+    "lora_dev_eui": ("text", "", None, None),
+    "lora_join_eui": ("text", "", None, None),
+    "lora_dr": ("int_opt", None, 0, 15),  # null: ADR; else the fixed uplink data rate
+    # state + meter reading at least this often: 2 uplinks of 11 bytes take at most
+    # 297 s of EU868's 1 % at SF12 (2 x 148 s), so 600 s leaves half of the band free
+    "lora_state_period_s": ("int", 3600, 600, 86400),
 }
 
 MODEMS = ("simcom", "quectel")
+TRANSPORTS = ("cellular", "lorawan")
+# drivers/lorawan.py's regions and the number of uplink data rates in each (firmware
+# imports nothing of drivers; tests/test_loracomms.py checks the two agree)
+LORA_REGIONS = {"EU868": 7, "US915": 5, "AU915": 7, "AS923": 7, "IN865": 6}
+LORA_CLASSES = ("A", "C")
 
 
 class Settings:
@@ -95,10 +112,37 @@ class Settings:
                 raise ValueError("meter_id: MQTT needs the meter's number (" + str(e) + ")")
         if len(self.topic_prefix) > 96:
             raise ValueError("topic_prefix: at most 96 characters (MQTT topics <= 122 bytes)")
+        self._check_lora()
         n = self.sms_to
         digits = n[1:] if n.startswith("+") else n
         if n and not (3 <= len(digits) <= 15 and all("0" <= c <= "9" for c in digits)):
             raise ValueError("sms_to: a phone number: + and 3 to 15 digits, or empty")
+
+    def _check_lora(self):
+        if self.transport not in TRANSPORTS:
+            raise ValueError("transport: one of " + ", ".join(TRANSPORTS))
+        if self.lora_region not in LORA_REGIONS:
+            raise ValueError("lora_region: one of " + ", ".join(sorted(LORA_REGIONS)))
+        if self.lora_class not in LORA_CLASSES:
+            raise ValueError("lora_class: A or C")
+        n = LORA_REGIONS[self.lora_region]
+        if self.lora_dr is not None and self.lora_dr >= n:
+            raise ValueError(
+                "lora_dr: 0.." + str(n - 1) + " in " + self.lora_region + ", or null for ADR"
+            )
+        for key in ("lora_dev_eui", "lora_join_eui"):
+            v = getattr(self, key)
+            if v and not _hex16(v):
+                raise ValueError(key + ": 16 hex digits")
+            if not v and self.transport == "lorawan":
+                raise ValueError(key + ": LoRaWAN needs it (16 hex digits)")
+        if self.transport == "lorawan":
+            from firmware.keys import parse_meter_id
+
+            try:
+                parse_meter_id(self.meter_id)
+            except ValueError as e:
+                raise ValueError("meter_id: LoRaWAN needs the meter's number (" + str(e) + ")")
 
     def _set(self, key, value):
         kind, _, lo, hi = SCHEMA[key]
@@ -108,6 +152,12 @@ class Settings:
                 raise ValueError(key + ": expected a whole number, got " + repr(value))
             if value < lo or value > hi:
                 raise ValueError(key + ": must be between " + str(lo) + " and " + str(hi))
+        elif kind == "int_opt":
+            if value is not None:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError(key + ": expected a whole number or null, got " + repr(value))
+                if value < lo or value > hi:
+                    raise ValueError(key + ": must be between " + str(lo) + " and " + str(hi))
         elif kind == "bool":
             if not isinstance(value, bool):
                 raise ValueError(key + ": expected true or false, got " + repr(value))
@@ -139,6 +189,15 @@ class Settings:
         raw = dict(self.raw)
         raw[key] = value
         return Settings(raw)
+
+
+def _hex16(text):
+    if len(text) != 16:
+        return False
+    for c in text:
+        if c not in "0123456789abcdefABCDEF":
+            return False
+    return True
 
 
 def parse_stamp(text, field):

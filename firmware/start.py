@@ -34,6 +34,7 @@ from firmware.statefile import StateFile
 
 SETTINGS_PATH = "settings.json"
 KEY_FILE = "meter.key"
+LORA_KEY_FILE = "lora.key"
 STATE_DIR = "state"
 NON_METER_KEYS = ("board", "calibration")
 CRASH_LOG = "crash.log"
@@ -205,7 +206,9 @@ def build(path=SETTINGS_PATH, board=None, tick_ms=1000):
     elif key is None:
         print("keys: no meter key in " + key_path + ": tokens answer NotReady")
     link = None
-    if settings.mqtt_host:
+    if settings.transport == "lorawan":
+        start_lorawan(app, board, settings, key, key_path)
+    elif settings.mqtt_host:
         if key is None:
             print("comms: no meter key: MQTT off (messages are signed with it)")
         else:
@@ -226,6 +229,34 @@ def build(path=SETTINGS_PATH, board=None, tick_ms=1000):
         app.sms = Notifier(app, link)
         app.extra_tasks.append(app.sms.run())
     return app
+
+
+def start_lorawan(app, board, settings, key, key_path):
+    """The LoRaWAN transport (firmware/loracomms.py) as app.comms: the AppKey from
+    lora.key beside meter.key. No meter key, no usable key file or any fault building it:
+    printed, and the meter runs without LoRa (metering never depends on it). Returns
+    the LoRaComms or None."""
+    if key is None:
+        print("lora: no meter key: LoRaWAN off (uplinks are signed with it)")
+        return None
+    from firmware import lorakey
+
+    i = key_path.rfind("/")
+    path = (key_path[: i + 1] if i >= 0 else "") + LORA_KEY_FILE
+    try:  # a comms fault must never keep the meter from metering
+        appkey, source, reason = conffile.load(path, lorakey.load)
+        if appkey is None:
+            print("lora: no usable AppKey in " + path + " (" + str(reason) + "): LoRaWAN off")
+            return None
+        if source != conffile.MAIN:
+            print("lora: " + path + ": " + str(reason) + "; using " + path + "." + source)
+        from firmware.loracomms import LoRaComms
+
+        app.comms = LoRaComms(app, board.lorawan(settings, appkey), key)
+    except Exception as e:
+        app.comms = None
+        print("lora: not started: " + repr(e))
+    return app.comms
 
 
 class LazyTech:

@@ -115,7 +115,7 @@ def status():
         st["online"] = comms.online
         st["queued"] = len(comms.queue)
         tel = comms.link.telemetry()
-        for k in ("reg", "rssi_dbm", "state"):
+        for k in ("reg", "rssi_dbm", "state", "dr", "snr", "airtime_ms"):  # LoRa: the last 3
             if k in tel:
                 st["modem_" + k] = tel[k]
     return st

@@ -48,6 +48,10 @@ class SimBoard:
         self.clock = clock if clock is not None else VirtualClock()
         self.modem_model = None
         self.modem_timeouts = None  # drivers/cellular.py TIMEOUTS overrides
+        self.lora_model = None  # tools/sim/rak3172.py when the transport is LoRaWAN
+        self.lora_air = None  # (host, port) of a network-server stand-in (the air), or None
+        self.lora_kw = {}  # drivers/lorawan.LoRaWAN options (timeouts, backoff, duty_div...)
+        self.lora_model_kw = {}  # the model's switches, set before anything runs
         self.settings = settings
         self.state_dir = state_dir
         self.mc = mc
@@ -159,6 +163,31 @@ class SimBoard:
             baud=0,
             timeouts=self.modem_timeouts,
             backoff=Backoff(200, 5000),
+        )
+
+    def lorawan(self, settings, appkey):
+        """The LoRaWAN modem model (tools/sim/rak3172.py, RAK3172 RUI3 AT on a SimUART;
+        with `lora_air` its network side is a real TCP connection to a network-server
+        stand-in, else the model's own) and the firmware's driver for it. Faults:
+        self.lora_model."""
+        from drivers.lorawan import LoRaWAN
+        from tools.sim.rak3172 import LoRaModemModel
+        from tools.sim.uart import SimUART
+
+        uart = SimUART(self.clock)
+        self.lora_model = LoRaModemModel(uart, self.clock, air=self.lora_air)
+        for k in self.lora_model_kw:
+            setattr(self.lora_model, k, self.lora_model_kw[k])
+        return LoRaWAN(
+            uart,
+            self.clock,
+            region=settings.lora_region,
+            dev_eui=settings.lora_dev_eui,
+            join_eui=settings.lora_join_eui,
+            app_key=appkey.hex(),
+            lora_class=settings.lora_class,
+            dr=settings.lora_dr,
+            **self.lora_kw,
         )
 
     def _cut_hit(self, exc):

@@ -30,9 +30,34 @@ Network and fault switches (attributes, change them any time) and actions:
 Counters: commands, reboots, joins, join_requests, airtime_ms, duty_refusals, oversize
 (uplinks longer than the region allows that reached the modem: the driver must keep it 0),
 lost, log (commands received; key commands are logged with the key elided).
+
+The air (optional, `air=(host, port)`): the network side is then a network-server
+stand-in in another process, over one real loopback TCP connection per device, JSON
+lines (the shared protocol; tools/sim/netserver.py is the server):
+    model -> server  {"join": {"dev_eui": "<16 hex>", "join_eui": "<16 hex>"}}
+    server -> model  {"joined": true} | {"joined": false}
+    model -> server  {"up": {"dev_eui": ..., "port": N, "data": "<hex>", "confirmed": b,
+                      "fcnt": N, "dr": N}}
+    server -> model  {"acked": N}        the fcnt of a confirmed uplink acknowledged
+    server -> model  {"down": {"port": N, "data": "<hex>"}}   downlink(): class C at once
+The connection opens at AT+JOIN (again at the next join or uplink after it dropped or a
+modem reboot closed it); the join's result is the server's answer, and a join with no
+answer within `join_ms` (no server, a dropped connection) fails. FCnt counts the uplinks
+from 0 after each join. A confirmed uplink is acknowledged when the server's "acked"
+for its fcnt comes before its end event (`tx_ms`); an uplink while the server is
+unreachable is lost (unconfirmed: TX_DONE all the same; confirmed: not acknowledged).
+Non-blocking sockets polled from the UART calls, as tools/sim/modem.py's, so it runs
+under micropython too. Counters: air_opens, air_drops, air_lines, air_bad. Without
+`air` the in-process network side above is the one.
 """
 
 import binascii
+import errno
+import json
+import select
+import socket
+
+_BUSY = (getattr(errno, "EINPROGRESS", 115), errno.EAGAIN, getattr(errno, "EWOULDBLOCK", 11))
 
 _GARBAGE = (b"\r\n~~ #@!noise 0x3F\r\n", b"\r\n\xff\xfe\x00\x81garbage\r\n", b"\r\n+EVT:???\r\n")
 _BANNER = (
@@ -55,9 +80,24 @@ def _airtime_ms(band, dr, n):
 
 
 class LoRaModemModel:
-    def __init__(self, uart, clock, dialect="rui3", boot_ms=500, join_ms=6000, tx_ms=2000):
+    def __init__(
+        self, uart, clock, dialect="rui3", boot_ms=500, join_ms=6000, tx_ms=2000, air=None
+    ):
         if dialect not in ("rui3", "e5"):
             raise ValueError("dialect")
+        self.air = air  # (host, port) of the network-server stand-in, or None
+        self._sock = None
+        self._poller = None
+        self._connecting = False
+        self._air_rx = bytearray()
+        self._air_tx = bytearray()
+        self._join_gen = 0  # the join request an answer belongs to
+        self._acked = []  # fcnts the server acknowledged
+        self.fcnt = 0
+        self.air_opens = 0
+        self.air_drops = 0
+        self.air_lines = 0
+        self.air_bad = 0
         self.uart = uart
         self.clock = clock
         self.dialect = dialect
@@ -106,6 +146,8 @@ class LoRaModemModel:
         return clk.ticks_diff(clk.ticks_ms(), self._t0)
 
     def _reset_state(self):
+        if getattr(self, "_sock", None) is not None:
+            self._air_close(False)  # a reboot ends the session with the network
         self.booting = False
         self.joined = False
         self.joining = False
@@ -139,6 +181,8 @@ class LoRaModemModel:
         self._emit(data or _GARBAGE[0])
 
     def poll(self):
+        if self._sock is not None:
+            self._air_poll()
         now = self._now()
         if self.garbage_every_ms and now >= self._next_garbage:
             self._next_garbage = now + self.garbage_every_ms
@@ -323,12 +367,30 @@ class LoRaModemModel:
         self.joining = True
         self.join_requests += 1
         self.join_times.append(self._now())
-        self._after(self.join_ms, self._join_result)
+        if self.air is None:
+            self._after(self.join_ms, self._join_result)
+            return
+        self._join_gen += 1
+        gen = self._join_gen
+        self._air_send(
+            {
+                "join": {
+                    "dev_eui": self.keys.get("DEVEUI", ""),
+                    "join_eui": self.keys.get("APPEUI", ""),
+                }
+            }
+        )
 
-    def _join_result(self):
+        def timeout():
+            if self.joining and gen == self._join_gen:
+                self._join_result(False)  # no answer: the network is out of reach
+
+        self._after(self.join_ms, timeout)
+
+    def _join_result(self, ok=None):
         self.joining = False
-        if self.join_fail:
-            if self.join_fail > 0:
+        if ok is False or (ok is None and self.join_fail):
+            if ok is None and self.join_fail > 0:
                 self.join_fail -= 1
             if self.dialect == "rui3":
                 self._evt("JOIN_FAILED_RX_TIMEOUT" if not self.spaces else "JOIN FAILED")
@@ -338,6 +400,8 @@ class LoRaModemModel:
             return
         self.joined = True
         self.joins += 1
+        self.fcnt = 0
+        self._acked = []
         if self.dialect == "rui3":
             self._evt("JOINED")
         else:
@@ -377,15 +441,32 @@ class LoRaModemModel:
         self.uplinks.append((port, payload, confirmed))
         self.uplink_times.append(self._now())
         self.sending = True
+        fcnt = self.fcnt
+        self.fcnt += 1
+        if self.air is not None:
+            self._air_send(
+                {
+                    "up": {
+                        "dev_eui": self.keys.get("DEVEUI", ""),
+                        "port": port,
+                        "data": binascii.hexlify(payload).decode(),
+                        "confirmed": bool(confirmed),
+                        "fcnt": fcnt,
+                        "dr": self.dr,
+                    }
+                }
+            )
         if self.reboot_on_send:
             self.reboot_on_send = False
             self._after(self.tx_ms // 2, self.reboot)
             return
-        self._after(self.tx_ms, lambda: self._tx_end(confirmed, name))
+        self._after(self.tx_ms, lambda: self._tx_end(confirmed, name, fcnt))
 
-    def _tx_end(self, confirmed, name):
+    def _tx_end(self, confirmed, name, fcnt=None):
         self.sending = False
         acked = confirmed and self.ack
+        if self.air is not None and acked:
+            acked = fcnt in self._acked
         if self.dialect == "e5" and acked:
             self._line(name + " ACK Received")
         if self._queued:
@@ -404,6 +485,112 @@ class LoRaModemModel:
         if self.cls == "C":
             while self._queued:  # class C: the rest as soon as the radio listens again
                 self._rx(self._queued.pop(0), "RX_C")
+
+    # -- the air: a network-server stand-in over TCP ----------------------------------
+
+    def _air_open(self):
+        self.air_opens += 1
+        self._air_rx = bytearray()
+        try:
+            addr = socket.getaddrinfo(self.air[0], self.air[1])[0][-1]
+            s = socket.socket()
+            s.setblocking(False)
+        except OSError:
+            return
+        try:
+            s.connect(addr)
+        except OSError as e:
+            if (e.args[0] if e.args else None) not in _BUSY:
+                s.close()
+                self.air_drops += 1
+                return
+        self._sock = s
+        self._connecting = True
+        p = select.poll()
+        p.register(s, select.POLLOUT | select.POLLIN)
+        self._poller = p
+
+    def _air_close(self, dropped=True):
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = None
+        self._poller = None
+        self._connecting = False
+        self._air_tx = bytearray()
+        if dropped:
+            self.air_drops += 1
+
+    def _air_send(self, obj):
+        if self._sock is None:
+            self._air_open()  # the next join or uplink after a drop: try again
+            if self._sock is None:
+                return  # unreachable: the message is lost on the air
+        self._air_tx.extend(json.dumps(obj).encode() + b"\n")
+        self._air_poll()
+
+    def _air_poll(self):
+        ev = self._poller.poll(0)
+        flags = ev[0][1] if ev else 0
+        if flags & (select.POLLERR | select.POLLHUP) and not flags & select.POLLIN:
+            return self._air_close()
+        if self._connecting:
+            if not flags & select.POLLOUT:
+                return
+            self._connecting = False
+            self._poller.modify(self._sock, select.POLLIN)
+        if self._air_tx:
+            try:
+                k = self._sock.send(self._air_tx)
+            except OSError as e:
+                if (e.args[0] if e.args else None) not in _BUSY:
+                    return self._air_close()
+                k = 0
+            self._air_tx[:k] = b""
+        if not flags & select.POLLIN:
+            return
+        try:
+            d = self._sock.recv(2048)
+        except OSError as e:
+            if (e.args[0] if e.args else None) in _BUSY:
+                return
+            d = b""
+        if not d:
+            return self._air_close()
+        rx = self._air_rx
+        rx.extend(d)
+        while True:
+            i = rx.find(b"\n")
+            if i < 0:
+                break
+            line = bytes(rx[:i])
+            rx[: i + 1] = b""
+            if line.strip():
+                self._air_line(line)
+        if len(rx) > 4096:
+            self._air_rx = bytearray()  # a server without line ends: not ours to hold
+            self.air_bad += 1
+
+    def _air_line(self, line):
+        self.air_lines += 1
+        try:
+            msg = json.loads(line)
+            if "joined" in msg:
+                if self.joining:
+                    self._join_result(bool(msg["joined"]))
+            elif "acked" in msg:
+                self._acked.append(int(msg["acked"]))
+                if len(self._acked) > 16:
+                    self._acked.pop(0)
+            elif "down" in msg:
+                d = msg["down"]
+                self.downlink(int(d["port"]), binascii.unhexlify(d["data"]))
+            else:
+                self.air_bad += 1
+        except (ValueError, KeyError, TypeError):
+            self.air_bad += 1
 
     # -- Wio-E5 -----------------------------------------------------------------------
 
