@@ -280,6 +280,8 @@ class ATEngine:
 
     def _on_line(self, line):
         p = self._pending
+        if p is not None and p.finished:
+            p = None  # its final came (maybe earlier in this same read): lines now are not its
         if p is not None and p.resp and line.startswith(p.resp):
             p.reply.lines.append(line)
             if p.raw is not None:

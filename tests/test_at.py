@@ -471,3 +471,18 @@ def test_prefix_derivation():
     assert _prefix("ATE0") is None
     assert ints('1,"10.0.0.1",-1,x') == [1, None, -1, None]
     support.raises(ValueError, int, "x")
+
+
+def test_lines_after_the_final_in_the_same_read_are_not_the_finished_commands():
+    clock, uart, fake, at = _rig()
+    seen = []
+    at.urc("+CIPRXGET:", seen.append)
+    # the reply, then at once (one UART read) a URC with the command's own prefix and a
+    # second final: neither belongs to the command that has just finished
+    fake.script["AT+CIPRXGET=4,0"] = (
+        b"\r\n+CIPRXGET: 4,0,0\r\n\r\nOK\r\n+CIPRXGET: 1,0\r\nERROR\r\n"
+    )
+    r = _drive(clock, at.command("AT+CIPRXGET=4,0"))
+    assert r.final == "OK" and r.lines == ["+CIPRXGET: 4,0,0"]
+    assert seen == ["+CIPRXGET: 1,0"]  # the data-waiting notice reaches its handler
+    assert at.strays == 1  # the second final is counted, not taken
