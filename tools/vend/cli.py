@@ -304,6 +304,11 @@ def decode(key_path, meter_id, token_text, revision, decimals):
 EXIT_REFUSED = 2  # the meter answered and refused
 EXIT_NO_ANSWER = 3  # sent (or maybe sent), no verified answer in time: repeat it, same id
 EXIT_BROKER = 4  # the broker could not be reached: nothing was sent
+EXIT_BRIDGE = 5  # the LoRaWAN bridge said it did not forward the top-up to the meter
+
+
+class _BridgeNote(Exception):
+    """The LoRaWAN bridge's (unsigned) note that it did not forward a top-up."""
 
 
 def _mqtt_options(f):
@@ -327,9 +332,13 @@ def _log(line):
     click.echo(line, err=True)
 
 
-def _exchange(host, port, timeout, meter, prefix, key, kind, payload, what, wanted, repeat):
+def _exchange(
+    host, port, timeout, meter, prefix, key, kind, payload, what, wanted, repeat, token=None
+):
     """Subscribe to the meter's ack topic, publish payload to its `kind` topic at QoS 1 and
-    return the first ack that verifies under key and satisfies wanted; exit 3 or 4 else."""
+    return the first ack that verifies under key and satisfies wanted; exit 3 or 4 else.
+    With a token id the LoRaWAN bridge's notes (<prefix>/<id>/bridge) are heard too: a
+    refusal of that token ends the wait (exit 5)."""
     from tools.vend import mqtt
 
     deadline = time.monotonic() + timeout
@@ -340,15 +349,26 @@ def _exchange(host, port, timeout, meter, prefix, key, kind, payload, what, want
     ack_topic = mqtt.topic(meter, "ack", prefix)
     out_topic = mqtt.topic(meter, kind, prefix)
     link = mqtt.Link(host, port, timeout=timeout, log=_log)
+    notes = None
+    if token is not None:
+        notes = (mqtt.topic(meter, "bridge", prefix), _bridge_note(token))
     phase = "connect"
     try:
         link.connect(left())
         link.subscribe(ack_topic, 1, left())  # before publishing: the answer can be quick
+        if notes is not None:
+            link.subscribe(notes[0], 1, left())
         phase = "send"  # from here on the message may reach the meter
         link.publish(out_topic, payload, 1, False, left())
         _log("sent %s to %s; waiting for the answer on %s" % (what, out_topic, ack_topic))
         phase = "wait"
-        return link.wait_verified(ack_topic, key, wanted, left())
+        return link.wait_verified(ack_topic, key, wanted, left(), notes=notes)
+    except _BridgeNote as e:
+        _log(
+            "error: the LoRaWAN bridge did not forward %s: %s (an unsigned note from the "
+            "bridge; %s)" % (what, e, repeat)
+        )
+        sys.exit(EXIT_BRIDGE)
     except mqtt.MqttError as e:
         if phase == "connect":
             _log("error: %s; nothing was sent" % e)
@@ -360,6 +380,19 @@ def _exchange(host, port, timeout, meter, prefix, key, kind, payload, what, want
         sys.exit(EXIT_NO_ANSWER)
     finally:
         link.close()
+
+
+def _bridge_note(token):
+    def note(t, payload):
+        try:
+            obj = json.loads(bytes(payload).decode())
+        except ValueError:
+            return None
+        if isinstance(obj, dict) and obj.get("token") == token and obj.get("error"):
+            raise _BridgeNote(str(obj["error"]))
+        return None
+
+    return note
 
 
 def _report(ack, line, ok, as_json):
@@ -377,6 +410,15 @@ def _report(ack, line, ok, as_json):
 @_meter_id_option
 @click.option("--amount", required=True, help='Credit as a decimal, e.g. "10.00".')
 @click.option("--token-id", type=int, required=True, help="Unique per meter, from 1, in order.")
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMATS,
+    default="envelope",
+    show_default=True,
+    help="envelope (70 bytes), or compact: the 20 digits, for a LoRaWAN meter whose "
+    "downlinks cannot carry an envelope (the bridge sends them as 9 bytes).",
+)
 @click.option("--decimals", type=click.IntRange(0, 6), default=2, show_default=True)
 @click.option("--revision", type=click.IntRange(0, 255), default=0, show_default=True)
 @_envelope_options
@@ -386,6 +428,7 @@ def send(
     meter_id,
     amount,
     token_id,
+    fmt,
     decimals,
     revision,
     issued,
@@ -397,14 +440,16 @@ def send(
     topic_prefix,
     as_json,
 ):
-    """Send a top-up envelope over MQTT and wait for the meter's signed answer.
+    """Send a top-up over MQTT and wait for the meter's signed answer.
 
     \b
     Publishes to <prefix>/<id>/topup (QoS 1) and waits on <prefix>/<id>/ack.
     Exit status: 0 accepted, 2 refused by the meter (the reason is printed),
     3 no answer in time (it may still be delivered: repeat with the same
     --token-id, the meter credits a token id once), 4 broker unreachable
-    (nothing was sent). 1 and 2 also mean a bad request, as for every command.
+    (nothing was sent), 5 the LoRaWAN bridge did not forward it (its reason,
+    from <prefix>/<id>/bridge, is printed). 1 and 2 also mean a bad request,
+    as for every command.
     """
     key, _ = _meter_key(key_path, meter_id, revision)
     try:
@@ -412,8 +457,21 @@ def send(
         units = core.parse_money(amount, decimals)
         if units < 1:
             raise core.VendError("amount must be positive")
-        issued, expiry = _issue_times(issued, expiry, valid_for)
-        data = core.envelope(key, revision, meter, token_id, issued, expiry, "credit", units)
+        if fmt == "compact":
+            if core.amount_field(units) is None:
+                near = [
+                    core.format_money(a, decimals)
+                    for a in core.representable_near(units)
+                    if a is not None
+                ]
+                raise core.VendError(
+                    "%s can't be carried exactly by a compact token (nearest: %s)"
+                    % (amount, " or ".join(near))
+                )
+            data = core.compact_credit(key, token_id, units).encode()
+        else:
+            issued, expiry = _issue_times(issued, expiry, valid_for)
+            data = core.envelope(key, revision, meter, token_id, issued, expiry, "credit", units)
     except core.VendError as e:
         _fail(e)
     money = core.format_money(units, decimals)
@@ -425,6 +483,7 @@ def send(
         host, port, timeout, meter, topic_prefix, key, "topup", data,
         "the top-up (token %d, %s)" % (token_id, money), wanted,
         "sending it again with the same --token-id is safe (a token id is credited once)",
+        token_id,
     )  # fmt: skip
     result, balance = ack.get("result"), ack.get("balance", "?")
     if result == "accepted":

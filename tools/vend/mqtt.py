@@ -204,7 +204,8 @@ class Link:
         self._pubacks.discard(info.mid)
 
     def wait_message(self, topic_filter, accept, timeout=None):
-        """The first non-None accept(topic, payload) of a message on topic_filter.
+        """The first non-None accept(topic, payload) of a message on topic_filter (a filter,
+        or a tuple of them).
 
         Messages received since the subscription are seen too (they are queued), so
         subscribe before publishing the request. Timeout when the deadline passes,
@@ -212,10 +213,11 @@ class Link:
         """
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        filters = (topic_filter,) if isinstance(topic_filter, str) else tuple(topic_filter)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise Timeout("no message on %s within %g s" % (topic_filter, timeout))
+                raise Timeout("no message on %s within %g s" % (" or ".join(filters), timeout))
             try:
                 item = self._messages.get(timeout=left)
             except queue.Empty:
@@ -225,18 +227,24 @@ class Link:
                     "lost the connection to the broker at %s (%s)" % (self.where, self._lost)
                 )
             t, payload = item
-            if not paho.topic_matches_sub(topic_filter, t):
+            if not any(paho.topic_matches_sub(f, t) for f in filters):
                 continue
             result = accept(t, payload)
             if result is not None:
                 return result
 
-    def wait_verified(self, topic_filter, meter_key, wanted, timeout=None, freshness=None):
+    def wait_verified(
+        self, topic_filter, meter_key, wanted, timeout=None, freshness=None, notes=None
+    ):
         """The first message on topic_filter that verifies under meter_key (messages.verify),
         is fresh (when a messages.Freshness is given) and satisfies wanted(obj); every
-        other message is logged and ignored."""
+        other message is logged and ignored. notes: (filter, fn): messages on that filter
+        (unsigned, e.g. the LoRaWAN bridge's) go to fn(topic, payload) instead, and its
+        first non-None result is returned (fn may raise, to end the wait)."""
 
         def accept(t, payload):
+            if notes is not None and paho.topic_matches_sub(notes[0], t):
+                return notes[1](t, payload)
             try:
                 obj = messages.verify(meter_key, payload)
                 if freshness is not None:
@@ -251,7 +259,8 @@ class Link:
                 freshness.accept(obj)
             return obj
 
-        return self.wait_message(topic_filter, accept, timeout)
+        filters = topic_filter if notes is None else (topic_filter, notes[0])
+        return self.wait_message(filters, accept, timeout)
 
 
 def _brief(obj):
