@@ -44,12 +44,8 @@ socket and the modem has a deadline; the AT engine polls the UART between short 
 
 import errno
 
-try:
-    import random
-except ImportError:  # a port without random: no jitter
-    random = None
-
 from drivers.at import ATBusy, ATCommandError, ATEngine, ATError, ATReset, ATTimeout, ints
+from drivers.backoff import Backoff  # noqa: F401  (also imported from here)
 
 # Modem states
 OFF = "off"
@@ -109,42 +105,6 @@ class CellularError(Exception):
     def __init__(self, reason, detail=None):
         super().__init__(reason if detail is None else reason + ": " + str(detail))
         self.reason = reason
-
-
-class Backoff:
-    """Exponential backoff with jitter: attempt k waits a random time in [d/2, d],
-    d = min(max_ms, base_ms * 2**k)."""
-
-    def __init__(self, base_ms=2000, max_ms=300000, rand=None):
-        self.base_ms = base_ms
-        self.max_ms = max_ms
-        self.rand = rand  # rand(n) -> int in [0, n); default the random module
-        self.attempt = 0
-
-    def reset(self):
-        self.attempt = 0
-
-    def next_ms(self):
-        d = self.base_ms
-        k = self.attempt
-        while k > 0 and d < self.max_ms:
-            d *= 2
-            k -= 1
-        if d > self.max_ms:
-            d = self.max_ms
-        self.attempt += 1
-        half = d // 2
-        return half + _rand(self.rand, d - half + 1)
-
-
-def _rand(rand, n):
-    if n <= 1:
-        return 0
-    if rand is not None:
-        return rand(n)
-    if random is not None:
-        return random.getrandbits(30) % n
-    return 0
 
 
 def sms_number_ok(number):

@@ -70,7 +70,7 @@ run() configures and joins again.
 import binascii
 
 from drivers.at import ATCommandError, ATEngine, ATError, ATReset, ATTimeout
-from drivers.cellular import Backoff
+from drivers.backoff import Backoff
 
 # States
 OFF = "off"

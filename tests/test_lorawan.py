@@ -10,7 +10,7 @@ import asyncio
 import support
 
 from drivers import lorawan as lw_mod
-from drivers.cellular import Backoff
+from drivers.backoff import Backoff
 from drivers.lorawan import LoRaError, LoRaWAN, time_on_air_us
 from firmware import keys
 from firmware import lorapayload as lp
