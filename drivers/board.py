@@ -14,9 +14,11 @@
 These defaults are a generic ESP32 DevKit wiring (VSPI for the ATM90E26, which must be
 isolated from the MCU where its ground is tied to the phase). The display is an SSD1306
 on I2C0 ("display": "" for none). The keypad is off until its lines are named: rows are
-outputs, columns inputs with pull-ups (a 4x3 pad, e.g. rows [13, 14, 15, 32] and columns
-[33, 34, 35]; GPIO 34-39 have no internal pull-ups, so those need 10 k resistors to 3.3 V;
-"keypad_map" lists the keys row by row, 16 of them with a 4x4 pad). The LoRaWAN modem
+outputs, columns inputs with pull-ups (a 4x3 pad: with the cellular modem e.g. rows
+[13, 14, 15, 32] and columns [33, 34, 35]; with LoRaWAN, which takes 32/33, rows
+[13, 14, 15, 16] and columns [17, 34, 35]; GPIO 34-39 have no internal pull-ups, so those
+need 10 k resistors to 3.3 V; "keypad_map" lists the keys row by row, 16 of them with a
+4x4 pad). The LoRaWAN modem
 (settings "transport": "lorawan", `lorawan()`) is a RAK3172 ("lora_dialect": "rui3") or a
 Wio-E5 ("e5") on UART1, GPIO 32 (ESP32 TX to the modem's RX) and 33 (RX), 115,200 baud;
 "lora_reset" names the GPIO on the modem's active-low NRST (held high; null: not wired).
