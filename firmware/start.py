@@ -13,7 +13,11 @@ the meter does not start, so a technician can repair a broken setting from the R
 `tech`, start the technician's console on the REPL port and run the loop. An error that
 escapes the loop (or the build) is written to `crash.log` with its traceback and the
 board is reset: the meter starts again in the state its journal holds, relay included
-(re-asserted in the journaled direction, never flipped).
+(re-asserted in the journaled direction, never flipped). Start-ups that fail
+MAX_BOOT_FAILS (3) times in a row, before the meter has metered HEALTHY_TICKS ticks
+(a setting or a board value that crashes the build, a hang the watchdog resets), stop
+there: the meter stays in the REPL like safe mode, its relay latched where it was,
+until the file `bootfails` is removed. A boot loop never hides a fault.
 """
 
 import asyncio
@@ -319,15 +323,54 @@ def _reset():
     Board.reset()
 
 
+BOOT_FAILS = "bootfails"
+MAX_BOOT_FAILS = 3
+HEALTHY_TICKS = 10
+
+
+def boot_fails(path=BOOT_FAILS):
+    """Start-ups in a row that never reached steady metering (crash, hang, reset)."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or "0")
+    except (OSError, ValueError):
+        return 0
+
+
+def _set_boot_fails(n, path=BOOT_FAILS):
+    try:
+        if n:
+            with open(path, "w") as f:
+                f.write(str(n))
+        else:
+            os.remove(path)
+    except OSError:
+        pass
+
+
+async def _healthy(app, path=BOOT_FAILS):
+    """Clears the failed start-up count once the meter has metered HEALTHY_TICKS ticks."""
+    while app.ticks < HEALTHY_TICKS:
+        await app.board.clock.sleep_ms(app.tick_ms)
+    _set_boot_fails(0, path)
+
+
 def main():
     if safe_mode():
         print("safe mode (" + safemode.reason + "): meter not started; remove the file")
         print("'safemode' (tech.safe_mode(False)) and reset to start it")
         return
+    fails = boot_fails()
+    if fails >= MAX_BOOT_FAILS:
+        print("start-up failed %d times in a row (crash.log): safe mode; fix the cause," % fails)
+        print("then remove the file '" + BOOT_FAILS + "' and reset")
+        return
+    _set_boot_fails(fails + 1)  # until the meter has metered a while
     try:
         app = build()
         arm_watchdog(app)
         attach_console(app, restart=_reset)
+        app.extra_tasks.append(_healthy(app))
         asyncio.run(app.run())
     except Exception as e:
         log_crash(e)

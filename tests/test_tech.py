@@ -383,6 +383,15 @@ def test_main_skips_the_meter_in_safe_mode_and_logs_a_crash_then_resets():
         log = support.read_file("crash.log").decode()
         assert "OSError" in log and "settings storage unreadable" in log
         assert log.count("\n") == 1  # one line per crash, traceback folded in
+        assert start.boot_fails() == 1
+        start.main()
+        start.main()  # the third start-up in a row that fails
+        assert calls.count("build") == 3 and start.boot_fails() == 3
+        start.main()  # no fourth try: the REPL, the relay left latched
+        assert calls.count("build") == 3 and calls.count("reset") == 3
+        os.remove(start.BOOT_FAILS)  # the technician fixed the cause
+        start.main()
+        assert calls.count("build") == 4
     finally:
         start.build, start._reset = real_build, real_reset
         os.chdir(here)
@@ -418,3 +427,22 @@ def test_mqtt_needs_a_real_meter_number_and_a_short_topic_prefix():
     assert support.raises(ValueError, Settings, {"mqtt_host": "broker"})  # id 00000000
     assert support.raises(ValueError, Settings, dict(RAW, topic_prefix="m" * 97))
     assert Settings(dict(RAW, mqtt_host="broker", topic_prefix="m" * 96)).mqtt_host == "broker"
+
+
+def test_a_meter_that_meters_clears_its_failed_start_ups():
+    def check(m):
+        d = support.tmpdir()
+        path = d + "/bootfails"
+        try:
+            support.write_file(path, b"2")
+            assert start.boot_fails(path) == 2
+            m.app.extra_tasks.append(start._healthy(m.app, path))
+            m.run(5000)
+            assert start.boot_fails(path) == 2  # 5 ticks: not yet
+            m.app.extra_tasks[:] = [start._healthy(m.app, path)]  # a fresh watcher
+            m.run(20000)
+            assert start.boot_fails(path) == 0
+        finally:
+            support.rmtree(d)
+
+    _with_meter(check)
