@@ -45,7 +45,7 @@ socket and the modem has a deadline; the AT engine polls the UART between short 
 import errno
 
 from drivers.at import ATBusy, ATCommandError, ATEngine, ATError, ATReset, ATTimeout, ints
-from drivers.backoff import Backoff  # noqa: F401  (also imported from here)
+from drivers.backoff import Backoff, bring_up  # noqa: F401  (Backoff imported from here too)
 
 # Modem states
 OFF = "off"
@@ -677,17 +677,7 @@ class Cellular:
         clk = self.clock
         while not self._stop:
             if self.state != ONLINE:
-                try:
-                    await self.start()
-                    self.backoff.reset()
-                    self.next_retry_ms = None
-                except Exception as e:  # the service task must not die
-                    self.last_error = getattr(e, "reason", None) or MODEM_TIMEOUT
-                    if self.state != OFF:
-                        self.state = DOWN
-                    d = self.backoff.next_ms()
-                    self.next_retry_ms = d
-                    await self._idle(d)
+                await bring_up(self, MODEM_TIMEOUT)
                 continue
             try:
                 await self._service()

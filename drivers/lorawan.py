@@ -70,7 +70,7 @@ run() configures and joins again.
 import binascii
 
 from drivers.at import ATCommandError, ATEngine, ATError, ATReset, ATTimeout
-from drivers.backoff import Backoff
+from drivers.backoff import Backoff, bring_up
 
 # States
 OFF = "off"
@@ -563,17 +563,7 @@ class LoRaWAN:
         clk = self.clock
         while not self._stop:
             if self.state != JOINED:
-                try:
-                    await self.start()
-                    self.backoff.reset()
-                    self.next_retry_ms = None
-                except Exception as e:  # the service task must not die
-                    self.last_error = getattr(e, "reason", None) or TIMEOUT
-                    if self.state != OFF:
-                        self.state = DOWN
-                    d = self.backoff.next_ms()
-                    self.next_retry_ms = d
-                    await self._idle(d)
+                await bring_up(self, TIMEOUT)
                 continue
             self.at.poll()
             await clk.sleep_ms(self.poll_ms)
