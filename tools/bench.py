@@ -56,6 +56,12 @@
   topup_latency_ms, topup_ack_ms, reconnect_s  remote top-ups over MQTT on loopback
                     (mosquitto, the live meter with the modem model; tools/bench_comms.py)
 
+  lora_topup_latency_ms, lora_uplink_bytes_per_day, lora_duty_used_pct_sf12, ...  a
+                    top-up over LoRaWAN (back office -> bridge -> network-server stand-in
+                    -> modem model -> firmware and the signed ack back) and the uplink
+                    load at the default reporting period against the duty cycle
+                    (tools/bench_lora.py)
+
   image_files, image_mpy_bytes, image_used_bytes  the software image tools/build makes:
                     files, bytes of .mpy code, bytes of the 2 MB LittleFS partition used
   boot_firmware_heap_bytes, boot_heap_free_110wk  a factory image booted on the emulated
@@ -63,7 +69,7 @@
                     and what a 110 K-word heap has left then (tools/bench_image.py)
 
 Usage: python tools/bench.py [section ...]
-  sections: tick, sim, heap, journal, tokens, comms, image
+  sections: tick, sim, heap, journal, tokens, comms, lora, image
 """
 
 import copy
@@ -210,6 +216,10 @@ def main(sections):
         from tools.bench_comms import comms_figures
 
         figures.update(comms_figures())
+    if "lora" in sections:
+        from tools.bench_lora import lora_figures
+
+        figures.update(lora_figures())
     if "image" in sections:
         from tools.bench_image import image_figures
 
@@ -217,7 +227,7 @@ def main(sections):
     print(json.dumps(figures, indent=1, sort_keys=True))
 
 
-SECTIONS = ("tick", "sim", "heap", "journal", "tokens", "comms", "image")
+SECTIONS = ("tick", "sim", "heap", "journal", "tokens", "comms", "lora", "image")
 
 if __name__ == "__main__":
     asked = sys.argv[1:] or SECTIONS
