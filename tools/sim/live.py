@@ -8,14 +8,22 @@ CONFIG: {"dir": state directory (settings.json and meter.key are written there t
 first time; the journal's flash image is kept there at quit, so a restart resumes),
 "settings": {meter settings, with mqtt_host/mqtt_port/meter_id}, "key": hex of the
 44-byte meter key record, "watts": load, "tick_ms": 1000, "start":
-"YYYY-MM-DDTHH:MM:SS", "modem_timeouts": {...}}. The meter is made by the firmware's
+"YYYY-MM-DDTHH:MM:SS", "modem_timeouts": {...}}. LoRaWAN mode ("transport": "lorawan"):
+"netserver": [host, port] of a network-server stand-in (tools/sim/netserver.py: the
+rak3172 model's air, JSON lines over TCP), "dev_eui", "join_eui" (16 hex digits each,
+into the settings), "appkey" (32 hex digits, written to the state directory's lora.key
+the first time), optional "duty_div" (the driver's duty cycle: 0 none, default the
+region's), "lora_model": {the modem model's switches, e.g. "tx_ms"}; no broker then.
+The meter is made by the firmware's
 own builder (firmware/start.py build), so comms, modem driver and app are wired as on
 the board. Commands arrive on stdin, one JSON object a line, and each gets one JSON line
 on stdout:
   {"do": "status"}                 balance, relay, control state, comms and modem figures
   {"do": "watts", "w": N}          change the load
   {"do": "fault", "name": F, ...}  modem faults: drop_link, reboot, mute (on), sim, reg
-                                   (stat), slow (ms), garbage, reboot_on_send (on)
+                                   (stat), slow (ms), garbage, reboot_on_send (on);
+                                   LoRaWAN: reboot, garbage, reboot_on_send (on),
+                                   join_fail (n), ack (on)
   {"do": "quit"}                   stop (the comms session closes cleanly)
 Started, it prints {"ready": true}. Used by the end-to-end tests and tools/bench.py.
 With "console": true in CONFIG, stdin and stdout are the technician's REPL port instead
@@ -47,15 +55,31 @@ def _out(obj):
         pass
 
 
+def _lora(cfg):
+    """The settings of a LoRaWAN live meter (the config's EUIs in them)."""
+    s = dict(cfg["settings"])
+    if cfg.get("transport") == "lorawan":
+        s["transport"] = "lorawan"
+        s["lora_dev_eui"] = cfg["dev_eui"]
+        s["lora_join_eui"] = cfg["join_eui"]
+    return s
+
+
 def make(cfg):
     d = cfg["dir"]
     path = d + "/settings.json"
+    raw = _lora(cfg)
+    lora = raw.get("transport") == "lorawan"
     try:  # a meter that ran before keeps its settings, key and flash (a restart)
         os.stat(path)
     except OSError:
-        conffile.save(path, json.dumps(cfg["settings"]).encode())
+        conffile.save(path, json.dumps(raw).encode())
         conffile.save(key_path_for(path), binascii.unhexlify(cfg["key"]))
-    settings = parse_settings(json.dumps(cfg["settings"]))[0]
+    if lora and not conffile.exists(d + "/lora.key"):
+        from firmware import lorakey
+
+        lorakey.save(d + "/lora.key", cfg["appkey"])
+    settings = parse_settings(json.dumps(raw))[0]
     start = parse_datetime(cfg.get("start", "2026-11-25T10:00:00"))
     board = SimBoard(
         start,
@@ -66,6 +90,15 @@ def make(cfg):
         clock=RealClock(),
     )
     board.modem_timeouts = cfg.get("modem_timeouts")
+    if lora:
+        from drivers.cellular import Backoff
+
+        ns = cfg.get("netserver")
+        board.lora_air = (ns[0], ns[1]) if ns else None
+        board.lora_kw = {"backoff": Backoff(500, 5000)}  # joins again within seconds
+        if cfg.get("duty_div") is not None:
+            board.lora_kw["duty_div"] = cfg["duty_div"]
+        board.lora_model_kw = cfg.get("lora_model") or {}
     board.mains.set_watts(cfg.get("watts", 0))
     app = build(path, board=board, tick_ms=cfg.get("tick_ms", 1000))
     return board, app
@@ -95,6 +128,19 @@ def status(board, app):
         st["queued"] = len(c.queue)
         st["comms"] = c.stats
         st["modem"] = c.link.telemetry()
+    lm = board.lora_model
+    if lm is not None:
+        st["lora_model"] = {
+            "joins": lm.joins,
+            "join_requests": lm.join_requests,
+            "uplinks": len(lm.uplinks),
+            "reboots": lm.reboots,
+            "air_opens": lm.air_opens,
+            "air_drops": lm.air_drops,
+            "air_lines": lm.air_lines,
+            "air_bad": lm.air_bad,
+        }
+    elif c is not None:
         st["modem_model"] = {
             "opens": board.modem_model.opens,
             "reboots": board.modem_model.reboots,
@@ -102,7 +148,25 @@ def status(board, app):
     return st
 
 
+def lora_fault(lm, cmd):
+    name = cmd.get("name")
+    if name == "reboot":
+        lm.reboot()
+    elif name == "garbage":
+        lm.garbage()
+    elif name == "reboot_on_send":
+        lm.reboot_on_send = bool(cmd.get("on", True))
+    elif name == "join_fail":
+        lm.join_fail = cmd.get("n", 1)
+    elif name == "ack":
+        lm.ack = bool(cmd.get("on", True))
+    else:
+        raise ValueError("unknown LoRaWAN fault " + repr(name))
+
+
 def fault(board, cmd):
+    if board.lora_model is not None:
+        return lora_fault(board.lora_model, cmd)
     mm = board.modem_model
     name = cmd.get("name")
     if name == "drop_link":
@@ -178,7 +242,7 @@ async def main(cfg):
     await stop.wait()
     if app.comms is not None:
         app.comms.stop()
-        s = app.comms.session
+        s = getattr(app.comms, "session", None)
         if s is not None:
             try:
                 await s.close(clean=True)

@@ -4,6 +4,12 @@ a broker, send it commands, read its status. Used by the end-to-end tests and th
     with LiveMeter(tmpdir, broker_port, vending_key, "12345678", watts=2000) as m:
         m.wait(lambda s: s["online"])          # status polled until true (deadline)
         m.fault("drop_link"); m.status()["balance"]
+
+    # LoRaWAN: no broker; the modem model's air goes to a network-server stand-in
+    lora = {"netserver": ("127.0.0.1", ns_port), "dev_eui": "70B3D57ED0000001",
+            "join_eui": "0000000000000001", "appkey": "<32 hex>", "duty_div": 0}
+    with LiveMeter(tmpdir, None, vending_key, "12345678", lorawan=lora) as m:
+        m.wait(lambda s: s["online"])
 """
 
 import binascii
@@ -46,8 +52,13 @@ class LiveMeter:
         host="127.0.0.1",
         heap="2m",
         relay_closed=False,
+        lorawan=None,
     ):
-        s = {"meter_id": meter_id, "mqtt_host": host, "mqtt_port": port, "mqtt_keepalive_s": 10}
+        if lorawan is None:
+            s = {"meter_id": meter_id, "mqtt_host": host, "mqtt_port": port}
+            s["mqtt_keepalive_s"] = 10
+        else:  # LoRaWAN mode (tools/sim/live.py): no broker
+            s = {"meter_id": meter_id}
         s.update(settings or {})
         self.meter_id = meter_id
         self.key = core.meter_key(vending_key, meter_id, 0)
@@ -62,6 +73,12 @@ class LiveMeter:
             "relay_closed": relay_closed,
             "modem_timeouts": FAST_MODEM,
         }
+        if lorawan is not None:
+            cfg["transport"] = "lorawan"
+            for k in ("dev_eui", "join_eui", "appkey", "duty_div", "lora_model"):
+                if lorawan.get(k) is not None:
+                    cfg[k] = lorawan[k]
+            cfg["netserver"] = list(lorawan["netserver"])
         with open(self.cfg_path, "w") as f:
             json.dump(cfg, f)
         self.heap = heap
