@@ -42,7 +42,8 @@ test: venv $(DEPS)
 
 demo: venv $(DEPS)
 	@mkdir -p out
-	$(PY) -m tools.sim scenarios/household.json --report out/demo-report.json --plot out/demo.png --summary
+	$(PY) -m tools.sim scenarios/household.json --report out/demo-report.json --plot out/demo.png \
+		--screens out/screens --summary
 
 bench: venv $(DEPS)
 	$(PY) tools/bench.py
