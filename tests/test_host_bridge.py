@@ -487,3 +487,20 @@ def test_run_cli_serves_until_terminated(broker, store, tmp_path):
         ns.close()
     assert proc.returncode == 0, err
     assert "bridge: stopped; topups=1 downlinks=1" in err
+
+
+def test_commands_are_answered_at_once_they_do_not_travel_over_lorawan(world, broker, store):
+    b, ns, bo, vk, lines = world
+    proc = vend(
+        "cmd", "--key", store, "--meter-id", CS_DR3, "--cmd-id", 4, "--op", "relay",
+        "--action", "open", "--port", broker.port, "--timeout", 20,
+    )  # fmt: skip
+    assert proc.returncode == 5, proc.stderr
+    assert "the LoRaWAN bridge did not forward the command 4 (relay open)" in proc.stderr
+    assert "commands do not travel over LoRaWAN" in proc.stderr
+    note = json.loads(bo.get()[1])
+    assert note == {
+        "error": "commands do not travel over LoRaWAN: meter 31002 takes only top-ups there",
+        "cmd": 4,
+    }
+    ns.none()

@@ -5,9 +5,9 @@
     ...                       # paho's network threads run the handlers
     bridge.stop()
 
-Connections: the back office's broker (`<prefix>/<id>/topup` of every meter configured,
-QoS 1; acks, events and state out at QoS 1, state retained; refusals on
-`<prefix>/<id>/bridge`), and one per network-server connection named in the
+Connections: the back office's broker (`<prefix>/<id>/topup` and `cmd` of every meter
+configured, QoS 1; acks, events and state out at QoS 1, state retained; refusals on
+`<prefix>/<id>/bridge`, a command always: LoRaWAN carries none), and one per network-server connection named in the
 configuration (the uplink topics of the meters' applications, downlinks out: ChirpStack
 at QoS 1, TTS at QoS 0, the only QoS it has). A meter without a `server` has its network
 server on the back office's broker, so one connection may serve both. Sessions are
@@ -35,7 +35,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tools.bridge import mapping
-from tools.vend import core
+from tools.vend import core, messages
 
 COUNTERS = (
     "topups",
@@ -144,7 +144,7 @@ class Bridge:
         self.stats = dict.fromkeys(COUNTERS, 0)
         self._lock = threading.RLock()
         self._conns = {}
-        bo_filters = [(self._topic(mid, "topup"), 1) for mid in cfg.meters]
+        bo_filters = [(self._topic(mid, k), 1) for mid in cfg.meters for k in ("topup", "cmd")]
         self.backoffice = self._conn(cfg.broker, cfg.client_id, bo_filters)
         self._ns = {}  # meter id -> _Conn
         for mid, m in cfg.meters.items():
@@ -213,10 +213,12 @@ class Bridge:
         p = topic.split("/")
         prefix = self.cfg.prefix.split("/")
         n = len(prefix)
-        if len(p) == n + 2 and p[:n] == prefix and p[n + 1] == "topup" and p[n].isdigit():
+        if len(p) == n + 2 and p[:n] == prefix and p[n].isdigit():
             side = self.sides.get(int(p[n]))
-            if side is not None:
+            if side is not None and p[n + 1] == "topup":
                 return self._topup(side, payload)
+            if side is not None and p[n + 1] == "cmd":
+                return self._cmd(side, payload)
         for network in ("chirpstack", "tts"):
             dev = mapping.device_of(network, topic)
             if dev is not None:
@@ -250,11 +252,23 @@ class Bridge:
             )
         self._save()
 
-    def _refuse(self, m, why, token):
+    def _refuse(self, m, why, token, field="token"):
         self.stats["refused"] += 1
-        self.log("meter %d: top-up refused (token %s): %s" % (m.meter_id, token, why))
-        body = json.dumps({"error": why, "token": token}).encode()
+        what = "top-up" if field == "token" else "command"
+        self.log("meter %d: %s refused (%s %s): %s" % (m.meter_id, what, field, token, why))
+        body = json.dumps({"error": why, field: token}).encode()
         self.backoffice.client.publish(self._topic(m.meter_id, "bridge"), body, qos=1)
+
+    def _cmd(self, side, payload):
+        """A LoRaWAN meter takes no commands: the back office hears so at once."""
+        try:
+            cid = messages.verify(side.key, payload).get("id")
+        except ValueError:
+            cid = None
+        self._refuse(
+            side.meter, "commands do not travel over LoRaWAN: meter %d takes only top-ups "
+            "there" % side.meter.meter_id, cid, "cmd",
+        )  # fmt: skip
 
     def _uplink(self, dev, payload):
         side = self.by_device.get(dev)

@@ -333,12 +333,12 @@ def _log(line):
 
 
 def _exchange(
-    host, port, timeout, meter, prefix, key, kind, payload, what, wanted, repeat, token=None
+    host, port, timeout, meter, prefix, key, kind, payload, what, wanted, repeat, note=None
 ):
     """Subscribe to the meter's ack topic, publish payload to its `kind` topic at QoS 1 and
     return the first ack that verifies under key and satisfies wanted; exit 3 or 4 else.
-    With a token id the LoRaWAN bridge's notes (<prefix>/<id>/bridge) are heard too: a
-    refusal of that token ends the wait (exit 5)."""
+    With note = (field, id) ("token" or "cmd") the LoRaWAN bridge's notes
+    (<prefix>/<id>/bridge) are heard too: its refusal of that id ends the wait (exit 5)."""
     from tools.vend import mqtt
 
     deadline = time.monotonic() + timeout
@@ -350,8 +350,8 @@ def _exchange(
     out_topic = mqtt.topic(meter, kind, prefix)
     link = mqtt.Link(host, port, timeout=timeout, log=_log)
     notes = None
-    if token is not None:
-        notes = (mqtt.topic(meter, "bridge", prefix), _bridge_note(token))
+    if note is not None:
+        notes = (mqtt.topic(meter, "bridge", prefix), _bridge_note(*note))
     phase = "connect"
     try:
         link.connect(left())
@@ -382,13 +382,13 @@ def _exchange(
         link.close()
 
 
-def _bridge_note(token):
+def _bridge_note(field, ident):
     def note(t, payload):
         try:
             obj = json.loads(bytes(payload).decode())
         except ValueError:
             return None
-        if isinstance(obj, dict) and obj.get("token") == token and obj.get("error"):
+        if isinstance(obj, dict) and obj.get(field) == ident and obj.get("error"):
             raise _BridgeNote(str(obj["error"]))
         return None
 
@@ -483,7 +483,7 @@ def send(
         host, port, timeout, meter, topic_prefix, key, "topup", data,
         "the top-up (token %d, %s)" % (token_id, money), wanted,
         "sending it again with the same --token-id is safe (a token id is credited once)",
-        token_id,
+        ("token", token_id),
     )  # fmt: skip
     result, balance = ack.get("result"), ack.get("balance", "?")
     if result == "accepted":
@@ -568,7 +568,7 @@ def cmd(
     --op report     (the meter publishes its state)
     Publishes to <prefix>/<id>/cmd (QoS 1) and waits on <prefix>/<id>/ack.
     Exit status as for `send`: 0 accepted, 2 refused/old/mac, 3 no answer,
-    4 broker unreachable.
+    4 broker unreachable, 5 the LoRaWAN bridge did not forward it.
     """
     from tools.vend import messages
 
@@ -599,6 +599,7 @@ def cmd(
     ack = _exchange(
         host, port, timeout, meter, topic_prefix, key, "cmd", payload, what, wanted,
         "sending it again with the same --cmd-id is safe (a command id is applied once)",
+        ("cmd", cmd_id),
     )  # fmt: skip
     result = ack.get("result")
     if result == "accepted":
