@@ -261,8 +261,10 @@ class LoRaComms:
         self._stop = True
 
     def _failed(self, e):
+        """A fault of this code (not the radio's): counted here and in app.errors."""
         self.stats["errors"] += 1
         self.stats["last_error"] = repr(e)
+        self.app._error("loracomms", e)
 
     async def _step(self):
         link = self.link

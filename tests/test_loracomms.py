@@ -296,6 +296,37 @@ def test_an_uplink_the_data_rate_cannot_carry_is_never_sent():
     )
 
 
+def test_a_fault_in_the_conversation_is_counted_and_the_next_top_up_goes_through():
+    first = lp.compact_bytes(mint.compact_credit(KEY, 40, 100))
+    second = lp.compact_bytes(mint.compact_credit(KEY, 41, 200))
+
+    def go(board, app):
+        real = app.intake.enter
+        calls = []
+
+        def broken_once(token):
+            calls.append(token)
+            if len(calls) == 1:
+                raise RuntimeError("flash busy")
+            return real(token)
+
+        app.intake.enter = broken_once
+        support.run_app(
+            board, app, 60000, [(20000, _down(board, first)), (30000, _down(board, second))]
+        )
+        got, _ = _received(board)
+        assert [(a["code"], a["token16"]) for a in _of(got, "ack")] == [(rc.ACCEPT, 41)]
+        assert app.meter.ledger.credited == 200 and app.errors == 1
+        st = app.comms.stats
+        assert st["errors"] == 1 and "flash busy" in st["last_error"] and app.ticks >= 59
+        # the back office sends the first again: it was never credited, so it is now
+        support.run_app(board, app, 80000, [(1000, _down(board, first))])
+        got, _ = _received(board)
+        assert _of(got, "ack")[-1]["code"] == rc.ACCEPT and app.meter.ledger.credited == 300
+
+    _with_meter(go)
+
+
 def test_no_usable_appkey_means_no_lora_and_the_meter_meters():
     for appkey in (None, "corrupt"):
         d = support.tmpdir()
