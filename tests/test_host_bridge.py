@@ -22,7 +22,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker import broker_fixture  # noqa: F401 - the fixture `broker`
+from broker import Broker, broker_fixture, free_port  # noqa: F401 - the fixture `broker`
 from firmware import keys as fkeys
 from firmware import lorapayload as lp
 from firmware import tokencodes as rc
@@ -504,3 +504,41 @@ def test_commands_are_answered_at_once_they_do_not_travel_over_lorawan(world, br
         "cmd": 4,
     }
     ns.none()
+
+
+def test_network_server_on_its_own_broker(broker, store):
+    """The back office on one mosquitto, the network server's integration on another."""
+    vk = core.load_keystore(str(store))
+    with Broker() as nsb:
+        cfg = bconfig.Config({
+            "keystore": str(store), "client_id": "two-" + secrets.token_hex(3),
+            "broker": {"host": broker.host, "port": broker.port},
+            "servers": {"cs": {"host": nsb.host, "port": nsb.port}},
+            "meters": {str(CS_DR0): {"network": "chirpstack", "application_id": APP,
+                                     "dev_eui": EUI[CS_DR0], "region": "EU868",
+                                     "server": "cs"}},
+        })  # fmt: skip
+        ns = Listener(nsb, "application/+/device/+/command/down")
+        bo = Listener(broker, "meters/%d/ack" % CS_DR0, "application/#")
+        try:
+            with service.Bridge(cfg, log=lambda s: None):
+                _forward(bo, ns, vk, CS_DR0, 40)
+                up = meter_uplinks(vk, CS_DR0, boot=1)
+                ns.publish(*cs_uplink(CS_DR0, up.ack(rc.ACCEPT, 40, 100)))
+                topic, payload, _ = bo.get()
+                assert topic == "meters/%d/ack" % CS_DR0  # nothing of ChirpStack's here
+                assert messages.verify(core.meter_key(vk, CS_DR0), payload)["token"] == 40
+        finally:
+            ns.close()
+            bo.close()
+
+
+def test_unreachable_broker_is_an_error_at_start(store):
+    cfg = bconfig.Config({
+        "keystore": str(store), "broker": {"port": free_port()},
+        "meters": {"5": {"network": "chirpstack", "application_id": APP,
+                         "dev_eui": EUI[CS_DR0], "region": "EU868"}},
+    })  # fmt: skip
+    with pytest.raises(service.BridgeError) as e:
+        service.Bridge(cfg, log=lambda s: None).start(3)
+    assert "cannot reach broker 127.0.0.1:" in str(e.value)

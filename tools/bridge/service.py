@@ -170,8 +170,15 @@ class Bridge:
 
     def start(self, timeout=10.0):
         """Connect everything and wait until every subscription holds; BridgeError else."""
-        for conn in self._conns.values():
-            conn.start()
+        started = []
+        try:
+            for conn in self._conns.values():
+                conn.start()
+                started.append(conn)
+        except BridgeError:
+            for conn in started:
+                conn.stop()
+            raise
         deadline = time.monotonic() + timeout
         for conn in self._conns.values():
             while not conn.ready.wait(0.05):
