@@ -13,7 +13,7 @@ import json
 import support
 
 from drivers import lorawan as lw_mod
-from drivers.cellular import Backoff
+from drivers.backoff import Backoff
 from firmware import conffile, keys, lorakey
 from firmware import events as ev
 from firmware import lorapayload as lp

@@ -91,7 +91,7 @@ def make(cfg):
     )
     board.modem_timeouts = cfg.get("modem_timeouts")
     if lora:
-        from drivers.cellular import Backoff
+        from drivers.backoff import Backoff
 
         ns = cfg.get("netserver")
         board.lora_air = (ns[0], ns[1]) if ns else None
