@@ -9,6 +9,13 @@ it takes the uplinks from there, checks each one's tag under the meter's key
 cellular meter sends, so `vend send` and the rest of the back office cannot tell the two
 transports apart.
 
+Trust: the bridge signs on the meter's behalf, after checking the meter's own tag. It
+holds the vending key (back-office equipment, guarded like tools/vend and the key store)
+and publishes a signed message only for an uplink whose 4-byte tag verified under that
+meter's key with (boot, seq) above every uplink accepted before, so neither the network
+server nor its broker can make it sign what the meter did not send. Keys, token digits
+and envelope bytes are never logged.
+
     python -m tools.bridge run --config bridge.json
     python -m tools.bridge check --config bridge.json
 
