@@ -10,8 +10,12 @@ import base64
 import json
 import queue
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -26,6 +30,7 @@ from tools.bridge import service
 from tools.sim.netserver import NetServer
 from tools.vend import core, messages
 
+ROOT = Path(__file__).resolve().parent.parent
 APP = "0b7e6c1a-4c55-4d0b-8a39-5e9c3f2f7d10"
 EUI = "70B3D57ED0000B01"
 JOIN_EUI = "0000000000000001"
@@ -237,3 +242,25 @@ def test_bridge_and_netserver_carry_a_top_up_and_its_ack(broker, ns, tmp_path):
     finally:
         dev.close()
         bo.close()
+
+
+def test_runs_alone_from_the_command_line(broker):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.sim.netserver", "--broker-port", str(broker.port),
+         "--app", APP, "--device", EUI],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("netserver: air on 127.0.0.1:"), line
+        dev = Device(int(line.rsplit(":", 1)[1]))
+        try:
+            assert dev.join("0011223344556677") == {"joined": False}
+            assert dev.join() == {"joined": True}
+        finally:
+            dev.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
