@@ -3,8 +3,8 @@
 `python -m tools.vend send --format compact` -> mosquitto -> the bridge (tools/bridge) ->
 the network-server stand-in (tools/sim/netserver.py, ChirpStack v4 JSON) -> its air socket
 -> the RAK3172 model (tools/sim/rak3172.py) -> the firmware under `micropython`
-(tools/sim/live.py, transport "lorawan"): the meter credits, its relay closes, the ack
-travels back as a signed 11-byte uplink that the bridge turns into the signed ack vend
+(tools/sim/live.py, transport "lorawan"): the meter credits, its relay closes (the state
+uplink says so, signed, on meters/<id>/state), the ack travels back as a signed 11-byte uplink that the bridge turns into the signed ack vend
 verifies. A downlink the network delivers twice credits once (the second answer is a
 signed `used` for the same token); a lost downlink leaves vend without an answer (exit 3)
 and sending it again with the same token id credits it.
@@ -49,19 +49,30 @@ def vend(store, port, *args, timeout=60):
 
 
 class Acks:
-    """Every message on meters/<id>/ack, verified under the meter's key."""
+    """Every message on meters/<id>/ack, verified under the meter's key (and the states
+    on meters/<id>/state in `states`)."""
 
     def __init__(self, broker, key):
         self.q = queue.Queue()
+        self.states = []
         self.key = key
         ready = threading.Event()
         self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id="a-" + secrets.token_hex(4))
-        self.c.on_connect = lambda c, *a: c.subscribe("meters/%s/ack" % METER_ID, 1)
+        self.c.on_connect = lambda c, *a: c.subscribe(
+            [("meters/%s/ack" % METER_ID, 1), ("meters/%s/state" % METER_ID, 1)]
+        )
         self.c.on_subscribe = lambda *a: ready.set()
-        self.c.on_message = lambda c, u, m: self.q.put(messages.verify(self.key, m.payload))
+        self.c.on_message = self._on
         self.c.connect(broker.host, broker.port)
         self.c.loop_start()
         assert ready.wait(10)
+
+    def _on(self, client, userdata, msg):
+        obj = messages.verify(self.key, msg.payload)
+        if msg.topic.endswith("/state"):
+            self.states.append(obj)
+        else:
+            self.q.put(obj)
 
     def get(self, timeout=30):
         return self.q.get(timeout=timeout)
@@ -113,6 +124,14 @@ def test_vend_send_over_lorawan_to_the_firmware(broker, tmp_path):
             )  # fmt: skip
             st = m.wait(lambda s: s["relay"] is True, timeout=30)
             assert st["credited"] == 2500 and st["balance"] == "25.00"
+            # the state uplinks come out as the signed state: the relay closed, in credit
+            end = time.monotonic() + 30
+            while not any(x.get("relay") == "closed" for x in acks.states):
+                assert time.monotonic() < end, acks.states
+                time.sleep(0.05)
+            closed = [x for x in acks.states if x.get("relay") == "closed"][0]
+            assert closed["balance"] == "25.00" and closed["credit_status"] == "in_credit"
+            assert closed["control_state"] == "connected" and closed["online"] is True
             # the network delivers the next downlink twice: credited once, two signed acks
             ns.duplicate_downlinks = 1
             proc = vend(store, broker.port, "--amount", "1.00", "--token-id", 2,
