@@ -9,6 +9,11 @@ drawing takes.
 Portable; the pixel tests need MicroPython's framebuf (the 8x8 font) and skip on CPython.
 """
 
+# Each snapshot takes the panel model's 8 KB picture of the glass (tools/sim/ssd1306.py
+# view()): after the token checks' short-lived allocations the shared 256 K words may hold
+# no 8 KB in one piece. The firmware allocates nothing that size.
+# mpy-heapsize: 512wk
+
 import asyncio
 
 import support
@@ -333,3 +338,26 @@ def test_the_display_task_runs_on_any_canvas_and_survives_its_errors():
     d = m.display
     assert d.failed >= 1 and d.errors >= 1  # counted, and the task carried on
     assert m.app.errors == 0 and m.app.ticks >= 11
+
+
+def test_a_token_typed_on_the_keypad_model_shows_its_answer_pixel_for_pixel():
+    """Through the whole customer interface: the keypad model's matrix, the scanning
+    driver, the entry, the credit path, the display task, the SSD1306 and its model."""
+    _framebuf()
+    m = Meter()
+    tok = mint.compact_credit(KEY, 1, 500)
+    typo = tok[:5] + str((int(tok[5]) + 1) % 10) + tok[6:]
+    pad = m.board.keypad_model
+    done = []
+
+    def type_(text, at):
+        done.append(pad.type(text, at_ms=at))
+
+    got = m.snaps(
+        (7500, 16500),
+        [(100, lambda: type_(typo + "#", 1000)), (100, lambda: type_(tok + "#", 10000))],
+    )
+    assert max(done) < 16000
+    check(got[0], expect("Token", "Invalid", note="Rejected (13)"), "a digit wrong")
+    assert m.app.meter.ledger.balance == 1734
+    check(got[1], expect("Token", "Accepted", note="Balance 17.34"), "accepted")
