@@ -114,6 +114,12 @@ def _write(path, data):
         f.write(data)
 
 
+def beside(path, name):
+    """The file `name` in the directory of `path` (the meter's files live together)."""
+    i = path.rfind("/")
+    return (path[: i + 1] if i >= 0 else "") + name
+
+
 def exists(path):
     """True when `path` names something on the filesystem."""
     try:

@@ -37,7 +37,7 @@ as they are while no key file is installed.
 from firmware import events as ev
 from firmware import money, replay
 from firmware import tokencodes as rc
-from firmware.conffile import exists
+from firmware.conffile import beside, exists
 from firmware.settings import Settings
 from firmware.tokens import Tokens  # a token without a key answers NotReady
 
@@ -52,8 +52,7 @@ _NS = len(STATE_FIELDS)
 
 def opaygo_path_for(key_path):
     """opaygo.key beside the meter key file."""
-    i = key_path.rfind("/")
-    return (key_path[: i + 1] if i >= 0 else "") + OPAYGO_FILE
+    return beside(key_path, OPAYGO_FILE)
 
 
 class Intake:

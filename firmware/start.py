@@ -153,8 +153,7 @@ def save_meter_settings(meter_raw, path=SETTINGS_PATH):
 
 def key_path_for(settings_path):
     """The meter key file lives beside the settings file."""
-    i = settings_path.rfind("/")
-    return (settings_path[: i + 1] if i >= 0 else "") + KEY_FILE
+    return conffile.beside(settings_path, KEY_FILE)
 
 
 def load_meter_key(path):
@@ -245,8 +244,7 @@ def start_lorawan(app, board, settings, key, key_path):
         return None
     from firmware import lorakey
 
-    i = key_path.rfind("/")
-    path = (key_path[: i + 1] if i >= 0 else "") + LORA_KEY_FILE
+    path = conffile.beside(key_path, LORA_KEY_FILE)
     try:  # a comms fault must never keep the meter from metering
         appkey, source, reason = conffile.load(path, lorakey.load)
         if appkey is None:

@@ -25,6 +25,7 @@ import json
 import os
 
 from firmware import money, running
+from firmware.conffile import beside
 from firmware import tokencodes as rc
 from firmware.logfile import LineLog
 from firmware.policy import CONTROL_STATES
@@ -34,27 +35,12 @@ AUDIT_PATH = "audit.log"
 RELAY_TEST_S = 5
 
 
-class _Bound:
-    """The running meter's binding (firmware/running.py), read when first needed."""
-
-    def __init__(self):
-        self.key = None
-        self.log = LineLog(AUDIT_PATH)
-
-    def audit(self):
-        key = (running.settings_path, running.audit_path)
-        if key != self.key:
-            self.key = key
-            path = running.audit_path
-            if path is None:
-                sp = running.settings_path
-                i = sp.rfind("/") if sp else -1
-                path = (sp[: i + 1] if i >= 0 else "") + AUDIT_PATH
-            self.log = LineLog(path)
-        return self.log
-
-
-_bound = _Bound()
+def _audit():
+    """The audit log of the bound meter: beside its settings file unless bound elsewhere."""
+    path = running.audit_path
+    if path is None:
+        path = beside(running.settings_path or "", AUDIT_PATH)
+    return LineLog(path)
 
 
 def attach(app, settings_path=None, audit_path=None, restart=None):
@@ -79,7 +65,7 @@ def _now():
 def _log(op, result, **fields):
     rec = {"t": _now(), "op": op, "result": result}
     rec.update(fields)
-    _bound.audit().append(json.dumps(rec))
+    _audit().append(json.dumps(rec))
 
 
 def _fmt(app, units):
@@ -170,7 +156,7 @@ def settings():
 def audit(n=20):
     """The newest n audit records, oldest first."""
     out = []
-    for line in _bound.audit().tail(n):
+    for line in _audit().tail(n):
         try:
             out.append(json.loads(line))
         except ValueError:
