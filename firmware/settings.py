@@ -104,12 +104,7 @@ class Settings:
         if self.modem not in MODEMS:
             raise ValueError("modem: one of " + ", ".join(MODEMS))
         if self.mqtt_host:
-            from firmware.keys import parse_meter_id
-
-            try:
-                parse_meter_id(self.meter_id)
-            except ValueError as e:
-                raise ValueError("meter_id: MQTT needs the meter's number (" + str(e) + ")")
+            self._need_meter_number("MQTT")
         if len(self.topic_prefix) > 96:
             raise ValueError("topic_prefix: at most 96 characters (MQTT topics <= 122 bytes)")
         self._check_lora()
@@ -137,27 +132,26 @@ class Settings:
             if not v and self.transport == "lorawan":
                 raise ValueError(key + ": LoRaWAN needs it (16 hex digits)")
         if self.transport == "lorawan":
-            from firmware.keys import parse_meter_id
+            self._need_meter_number("LoRaWAN")
 
-            try:
-                parse_meter_id(self.meter_id)
-            except ValueError as e:
-                raise ValueError("meter_id: LoRaWAN needs the meter's number (" + str(e) + ")")
+    def _need_meter_number(self, what):
+        """Messages to the back office are keyed by the meter's number."""
+        from firmware.keys import parse_meter_id
+
+        try:
+            parse_meter_id(self.meter_id)
+        except ValueError as e:
+            raise ValueError("meter_id: " + what + " needs the meter's number (" + str(e) + ")")
 
     def _set(self, key, value):
         kind, _, lo, hi = SCHEMA[key]
         d = getattr(self, "currency_decimals", 2)
-        if kind == "int":
+        if kind == "int" or (kind == "int_opt" and value is not None):
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(key + ": expected a whole number, got " + repr(value))
+                what = "a whole number" if kind == "int" else "a whole number or null"
+                raise ValueError(key + ": expected " + what + ", got " + repr(value))
             if value < lo or value > hi:
                 raise ValueError(key + ": must be between " + str(lo) + " and " + str(hi))
-        elif kind == "int_opt":
-            if value is not None:
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise ValueError(key + ": expected a whole number or null, got " + repr(value))
-                if value < lo or value > hi:
-                    raise ValueError(key + ": must be between " + str(lo) + " and " + str(hi))
         elif kind == "bool":
             if not isinstance(value, bool):
                 raise ValueError(key + ": expected true or false, got " + repr(value))
