@@ -28,7 +28,7 @@ from firmware.intake import STATE_FIELDS as INTAKE_FIELDS
 from firmware.intake import Intake
 from firmware.meter import Meter
 from firmware.settings import Settings
-from firmware.tariff import in_window
+from firmware.tariff import in_windows
 from firmware.wallclock import WallClock
 
 _PATTERN = {
@@ -165,11 +165,7 @@ class App:
 
     def quiet_now(self):
         """True inside the quiet hours (local time): warnings show on the LED only."""
-        c = self.meter.clock
-        for w in self.meter.settings.quiet_hours:
-            if in_window(w[0], w[1], w[2], c):
-                return True
-        return False
+        return in_windows(self.meter.settings.quiet_hours, self.meter.clock)
 
     def _source_event(self, kind, detail):
         m = self.meter

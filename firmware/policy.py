@@ -19,7 +19,7 @@ after `max_power_retry_s`, lock out after `max_power_lockout_trips` trips within
 """
 
 from firmware import events as ev
-from firmware.tariff import in_window
+from firmware.tariff import in_windows
 
 DISCONNECTED = 0
 CONNECTED = 1
@@ -77,10 +77,7 @@ class CreditControl:
         for h in self.s.holidays:
             if h == c.date_code:
                 return True
-        for w in self.s.friendly:
-            if in_window(w[0], w[1], w[2], c):
-                return True
-        return False
+        return in_windows(self.s.friendly, c)
 
     # -- the tick ------------------------------------------------------------
     def update(self, seconds, power_w):

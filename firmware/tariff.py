@@ -46,6 +46,14 @@ def in_window(mask, start, end, clock):
     return False
 
 
+def in_windows(windows, clock):
+    """True when the clock is inside any of the parsed windows [(mask, start, end)]."""
+    for w in windows:
+        if in_window(w[0], w[1], w[2], clock):
+            return True
+    return False
+
+
 class TimeOfUse:
     """Bands of (days mask, from, to, price); the first matching band wins."""
 
