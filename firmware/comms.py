@@ -63,8 +63,7 @@ class Comms:
         self.app = app
         self.link = link
         self.clock = app.board.clock
-        self._key = key
-        self._mac = key.msg_mac()
+        self._mac = key.msg_mac()  # until the intake has a key in force
         self.meter_id = str(parse_meter_id(s.meter_id))  # "01001" is meter 1001
         self.host = s.mqtt_host
         self.port = s.mqtt_port
@@ -101,11 +100,8 @@ class Comms:
     def mac(self):
         """The message key of the meter key in force: after a key change token the
         messages are signed, and commands checked, under the new key at once."""
-        key = self.app.intake.tokens.key
-        if key is not None and key is not self._key:
-            self._key = key
-            self._mac = key.msg_mac()
-        return self._mac
+        mac = self.app.intake.msg_mac()
+        return self._mac if mac is None else mac
 
     # -- outgoing messages ----------------------------------------------------------------
 

@@ -89,6 +89,13 @@ class Intake:
         self.opaygo, self.opaygo_report = opaygo_intake.load(self, state)
         return self.opaygo_report
 
+    def msg_mac(self):
+        """The message key (keys.MeterKey.msg_mac) of the meter key in force, None without
+        one: after a key change token the back-office messages are signed, and commands
+        checked, under the new key at once."""
+        key = self.tokens.key
+        return None if key is None else key.msg_mac()
+
     def to_fields(self):
         opg = self.opaygo.to_fields() if self.opaygo is not None else self._opg_state
         return self.tokens.memory.to_fields() + tuple(opg)

@@ -81,7 +81,6 @@ class LoRaComms:
         self.app = app
         self.link = link
         self.clock = app.board.clock
-        self._key = key
         self.meter_id = parse_meter_id(s.meter_id)
         self.up = lp.Uplinks(key.msg_mac(), meter_id_bytes(self.meter_id), app.boots)
         self.queue_max = queue_max
@@ -149,10 +148,8 @@ class LoRaComms:
 
     def _want(self, kind):
         """A state (or meter reading) is due: one waits in the queue at most."""
-        for item in self.queue:
-            if item[0] == kind and item[1] is None:
-                return
-        self._put(kind, None)
+        if _find_unsent(self.queue, kind) is None:
+            self._put(kind, None)
 
     def _put(self, kind, fields):
         q = self.queue
@@ -172,10 +169,9 @@ class LoRaComms:
         q.insert(i, [kind, None, fields, 0])
 
     def _payload(self, item):
-        key = self.app.intake.tokens.key  # the key in force (a key change token)
-        if key is not None and key is not self._key:
-            self._key = key
-            self.up.mac = key.msg_mac()
+        mac = self.app.intake.msg_mac()  # the key in force (a key change token)
+        if mac is not None:
+            self.up.mac = mac
         app = self.app
         m = app.meter
         kind, _, f, _ = item
