@@ -28,7 +28,9 @@ is removed; and `.bak` is rewritten when it differs from the good `path`, so the
 good copy always exists.
 """
 
+import binascii
 import os
+import struct
 
 MAIN = "main"
 NEW = "new"
@@ -112,6 +114,21 @@ def _tidy(path, data):
 def _write(path, data):
     with open(path, "wb") as f:
         f.write(data)
+
+
+def seal(buf):
+    """A key record (meter.key, opaygo.key, lora.key) closed with the CRC-32 of all but
+    its last 4 bytes, written there little-endian; returns the record's bytes."""
+    n = len(buf) - 4
+    struct.pack_into("<I", buf, n, binascii.crc32(memoryview(buf)[:n]))
+    return bytes(buf)
+
+
+def sealed(data):
+    """True when a key record's last 4 bytes are the CRC-32 of the rest (see seal)."""
+    n = len(data) - 4
+    (crc,) = struct.unpack_from("<I", data, n)
+    return crc == binascii.crc32(memoryview(data)[:n])
 
 
 def beside(path, name):

@@ -17,7 +17,8 @@ KEN 255 never expires. MicroPython has no `hmac` module, hence the 20 lines here
 
 import binascii
 import hashlib
-import struct
+
+from firmware.conffile import seal, sealed
 
 try:
     from micropython import const
@@ -199,8 +200,7 @@ class MeterKey:
         buf[4] = self.revision
         buf[5] = self.ken
         buf[8:40] = self.key
-        struct.pack_into("<I", buf, 40, binascii.crc32(memoryview(buf)[:40]))
-        return bytes(buf)
+        return seal(buf)
 
 
 def load_key(data):
@@ -209,7 +209,6 @@ def load_key(data):
         raise ValueError("not a meter key record")
     if data[6] or data[7]:
         raise ValueError("meter key record: reserved bytes set")
-    (crc,) = struct.unpack_from("<I", data, 40)
-    if crc != binascii.crc32(memoryview(data)[:40]):
+    if not sealed(data):
         raise ValueError("meter key record: CRC mismatch")
     return MeterKey(bytes(data[8:40]), data[4], data[5])

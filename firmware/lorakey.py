@@ -17,7 +17,6 @@ wrong, never showing the bytes.
 """
 
 import binascii
-import struct
 
 from firmware import conffile
 
@@ -53,16 +52,14 @@ class LoRaKey:
         buf = bytearray(SIZE)
         buf[0:4] = MAGIC
         buf[4:20] = self._key
-        struct.pack_into("<I", buf, 20, binascii.crc32(memoryview(buf)[:20]))
-        return bytes(buf)
+        return conffile.seal(buf)
 
 
 def load(data):
     """A LoRaKey from its 24-byte record; ValueError saying what is wrong."""
     if len(data) != SIZE or bytes(data[0:4]) != MAGIC:
         raise ValueError("lora key: not a LoRaWAN key record")
-    (crc,) = struct.unpack_from("<I", data, 20)
-    if crc != binascii.crc32(memoryview(data)[:20]):
+    if not conffile.sealed(data):
         raise ValueError("lora key: CRC mismatch")
     return LoRaKey(bytes(data[4:20]))
 

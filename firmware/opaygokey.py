@@ -85,16 +85,14 @@ class OpaygoKey:
         )
         struct.pack_into("<II", buf, 8, self.starting_code, self.value_unit)
         buf[16:32] = self.key
-        struct.pack_into("<I", buf, 32, binascii.crc32(memoryview(buf)[:32]))
-        return bytes(buf)
+        return conffile.seal(buf)
 
 
 def load(data):
     """An OpaygoKey from its 36-byte record; ValueError saying what is wrong."""
     if len(data) != SIZE or bytes(data[0:4]) != MAGIC:
         raise ValueError("opaygo key: not an OpenPAYGO key record")
-    (crc,) = struct.unpack_from("<I", data, 32)
-    if crc != binascii.crc32(memoryview(data)[:32]):
+    if not conffile.sealed(data):
         raise ValueError("opaygo key: CRC mismatch")
     flags = data[4]
     if flags & ~(FLAG_EXTENDED | FLAG_RESTRICTED) or data[5] or data[6] or data[7]:
