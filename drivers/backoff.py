@@ -6,10 +6,6 @@
 
 The jitter keeps a street of meters that lost the network together from coming back at
 the same instant. A port without `random` waits the lower bound, d/2.
-
-`bring_up(modem, timeout_reason)` is one bring-up attempt of a modem driver (cellular,
-LoRaWAN) in its service task: `modem.start()`, and on any failure the reason kept in
-`last_error`, the state "down" (unless "off") and the next backoff wait slept.
 """
 
 try:
@@ -39,23 +35,6 @@ class Backoff:
         self.attempt += 1
         half = d // 2
         return half + _rand(self.rand, d - half + 1)
-
-
-async def bring_up(m, timeout_reason):
-    """True when m.start() brought the modem up; never raises (the task must not die)."""
-    try:
-        await m.start()
-        m.backoff.reset()
-        m.next_retry_ms = None
-        return True
-    except Exception as e:
-        m.last_error = getattr(e, "reason", None) or timeout_reason
-        if m.state != "off":
-            m.state = "down"
-        d = m.backoff.next_ms()
-        m.next_retry_ms = d
-        await m._idle(d)
-        return False
 
 
 def _rand(rand, n):

@@ -131,14 +131,7 @@ class Board:
 
         p = self.pins
         Pin = machine.Pin
-        uart = machine.UART(
-            p["modem_uart"],
-            baudrate=p["modem_baud"],
-            tx=p["modem_tx"],
-            rx=p["modem_rx"],
-            timeout=0,
-            rxbuf=2048,
-        )
+        uart = self._uart("modem", 2048)
         pwrkey = Pin(p["modem_pwrkey"], Pin.OUT, value=0)
         return Cellular(
             uart,
@@ -153,29 +146,25 @@ class Board:
         """The LoRaWAN modem on its UART (timeout 0; a 1 KB receive buffer holds a burst
         of events), configured from the settings; appkey: firmware/lorakey.LoRaKey. A
         wired NRST pin is held high (the modem runs)."""
-        from drivers.lorawan import LoRaWAN
+        from drivers.lorawan import from_settings
 
         p = self.pins
-        uart = machine.UART(
-            p["lora_uart"],
-            baudrate=p["lora_baud"],
-            tx=p["lora_tx"],
-            rx=p["lora_rx"],
-            timeout=0,
-            rxbuf=1024,
-        )
+        uart = self._uart("lora", 1024)
         if p["lora_reset"] is not None:
             self.lora_reset = machine.Pin(p["lora_reset"], machine.Pin.OUT, value=1)
-        return LoRaWAN(
-            uart,
-            self.clock,
-            region=settings.lora_region,
-            dev_eui=settings.lora_dev_eui,
-            join_eui=settings.lora_join_eui,
-            app_key=appkey.hex(),
-            dialect=p["lora_dialect"],
-            lora_class=settings.lora_class,
-            dr=settings.lora_dr,
+        return from_settings(uart, self.clock, settings, appkey, dialect=p["lora_dialect"])
+
+    def _uart(self, prefix, rxbuf):
+        """The UART named by the `<prefix>_uart/_baud/_tx/_rx` pins; timeout 0: reads
+        never wait."""
+        p = self.pins
+        return machine.UART(
+            p[prefix + "_uart"],
+            baudrate=p[prefix + "_baud"],
+            tx=p[prefix + "_tx"],
+            rx=p[prefix + "_rx"],
+            timeout=0,
+            rxbuf=rxbuf,
         )
 
     @staticmethod

@@ -45,7 +45,8 @@ socket and the modem has a deadline; the AT engine polls the UART between short 
 import errno
 
 from drivers.at import ATBusy, ATCommandError, ATEngine, ATError, ATReset, ATTimeout, ints
-from drivers.backoff import Backoff, bring_up  # noqa: F401  (Backoff imported from here too)
+from drivers.atmodem import ATModem
+from drivers.backoff import Backoff  # noqa: F401  (also imported from here)
 
 # Modem states
 OFF = "off"
@@ -324,7 +325,7 @@ class ModemSocket:
                 self.error = reason
 
 
-class Cellular:
+class Cellular(ATModem):
     """The modem: bring-up, reconnect with backoff, sockets, telemetry.
 
     uart: machine.UART-like (write, read, any) with timeout=0 and rxbuf >= 2048; `baud`
@@ -650,17 +651,6 @@ class Cellular:
                 raise CellularError(NOT_REGISTERED, "stat %s" % stat)
             await self._idle(self.timeouts["reg_poll"])
 
-    async def _idle(self, ms):
-        """Sleep ms in poll steps, still reading URCs and banners."""
-        clk = self.clock
-        start = clk.ticks_ms()
-        while not self._stop:
-            left = ms - clk.ticks_diff(clk.ticks_ms(), start)
-            if left <= 0:
-                return
-            self.at.poll()
-            await clk.sleep_ms(left if left < self.poll_ms else self.poll_ms)
-
     async def wait_online(self, timeout_ms):
         clk = self.clock
         start = clk.ticks_ms()
@@ -677,7 +667,7 @@ class Cellular:
         clk = self.clock
         while not self._stop:
             if self.state != ONLINE:
-                await bring_up(self, MODEM_TIMEOUT)
+                await self._bring_up(MODEM_TIMEOUT)
                 continue
             try:
                 await self._service()

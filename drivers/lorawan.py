@@ -70,7 +70,8 @@ run() configures and joins again.
 import binascii
 
 from drivers.at import ATCommandError, ATEngine, ATError, ATReset, ATTimeout
-from drivers.backoff import Backoff, bring_up
+from drivers.atmodem import ATModem
+from drivers.backoff import Backoff
 
 # States
 OFF = "off"
@@ -155,7 +156,24 @@ def _hex_ok(text, n):
     return True
 
 
-class LoRaWAN:
+def from_settings(uart, clock, settings, appkey, **kw):
+    """The driver configured from the meter's settings (lora_region, lora_dev_eui,
+    lora_join_eui, lora_class, lora_dr) and its AppKey (an object whose hex() gives the
+    32 digits: firmware/lorakey.LoRaKey); kw: the board's own (dialect, timeouts...)."""
+    return LoRaWAN(
+        uart,
+        clock,
+        region=settings.lora_region,
+        dev_eui=settings.lora_dev_eui,
+        join_eui=settings.lora_join_eui,
+        app_key=appkey.hex(),
+        lora_class=settings.lora_class,
+        dr=settings.lora_dr,
+        **kw,
+    )
+
+
+class LoRaWAN(ATModem):
     """The LoRaWAN modem: configuration, join, uplinks, downlinks, duty cycle, telemetry.
 
     uart: machine.UART-like (write, read, any) with timeout=0. clock: ticks_ms,
@@ -434,16 +452,6 @@ class LoRaWAN:
 
     # -- helpers ----------------------------------------------------------------------
 
-    async def _idle(self, ms):
-        clk = self.clock
-        start = clk.ticks_ms()
-        while not self._stop:
-            left = ms - clk.ticks_diff(clk.ticks_ms(), start)
-            if left <= 0:
-                return
-            self.at.poll()
-            await clk.sleep_ms(left if left < self.poll_ms else self.poll_ms)
-
     async def _wait(self, done, limit_ms, gen, what):
         """Poll until done() is true; LoRaError on a reboot or at the deadline."""
         clk = self.clock
@@ -563,7 +571,7 @@ class LoRaWAN:
         clk = self.clock
         while not self._stop:
             if self.state != JOINED:
-                await bring_up(self, TIMEOUT)
+                await self._bring_up(TIMEOUT)
                 continue
             self.at.poll()
             await clk.sleep_ms(self.poll_ms)

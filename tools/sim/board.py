@@ -170,7 +170,7 @@ class SimBoard:
         with `lora_air` its network side is a real TCP connection to a network-server
         stand-in, else the model's own) and the firmware's driver for it. Faults:
         self.lora_model."""
-        from drivers.lorawan import LoRaWAN
+        from drivers.lorawan import from_settings
         from tools.sim.rak3172 import LoRaModemModel
         from tools.sim.uart import SimUART
 
@@ -178,17 +178,7 @@ class SimBoard:
         self.lora_model = LoRaModemModel(uart, self.clock, air=self.lora_air)
         for k in self.lora_model_kw:
             setattr(self.lora_model, k, self.lora_model_kw[k])
-        return LoRaWAN(
-            uart,
-            self.clock,
-            region=settings.lora_region,
-            dev_eui=settings.lora_dev_eui,
-            join_eui=settings.lora_join_eui,
-            app_key=appkey.hex(),
-            lora_class=settings.lora_class,
-            dr=settings.lora_dr,
-            **self.lora_kw,
-        )
+        return from_settings(uart, self.clock, settings, appkey, **self.lora_kw)
 
     def _cut_hit(self, exc):
         self.clock.halt = exc  # the whole meter stops, whichever task hit the cut
