@@ -224,13 +224,19 @@ def build(path=SETTINGS_PATH, board=None, tick_ms=1000):
                 link = app.comms = None
                 print("comms: not started: " + repr(e))
     if settings.sms_to:  # SMS to the customer: the modem runs for it, MQTT or not
-        from firmware.sms import Notifier
+        try:  # like comms: a fault here must never keep the meter from metering
+            from firmware.sms import Notifier
 
-        if link is None:
-            link = board.modem(settings)
-            app.extra_tasks.append(link.run())
-        app.sms = Notifier(app, link)
-        app.extra_tasks.append(app.sms.run())
+            own = link is None
+            if own:
+                link = board.modem(settings)
+            app.sms = Notifier(app, link)
+            if own:
+                app.extra_tasks.append(link.run())
+            app.extra_tasks.append(app.sms.run())
+        except Exception as e:
+            app.sms = None
+            print("sms: not started: " + repr(e))
     return app
 
 

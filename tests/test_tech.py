@@ -400,12 +400,17 @@ def test_main_skips_the_meter_in_safe_mode_and_logs_a_crash_then_resets():
 
 
 def test_a_comms_fault_at_start_up_leaves_the_meter_metering():
+    for extra in ({"mqtt_host": "127.0.0.1"}, {"sms_to": "+254700000001"}):
+        _comms_fault_at_start_up(extra)
+
+
+def _comms_fault_at_start_up(extra):
     from firmware import conffile
 
     d = support.tmpdir()
     try:
         path = d + "/settings.json"
-        raw = dict(RAW, mqtt_host="127.0.0.1")
+        raw = dict(RAW, **extra)
         support.write_file(path, json.dumps(raw).encode())
         conffile.save(start.key_path_for(path), KEY.to_bytes())
         board = SimBoard((2026, 1, 5, 12 * 3600), None, Settings(raw), meter="ideal")
@@ -416,7 +421,9 @@ def test_a_comms_fault_at_start_up_leaves_the_meter_metering():
         board.modem = no_modem
         asyncio.new_event_loop()
         app = start.build(path, board=board)
-        assert app.comms is None and app.meter.settings.mqtt_host == "127.0.0.1"
+        assert app.comms is None and app.sms is None
+        for k in extra:  # the setting stands; only the part that failed is off
+            assert app.meter.settings.raw[k] == extra[k]
         support.run_app(board, app, 5000)
         assert app.ticks >= 4 and app.errors == 0
     finally:
