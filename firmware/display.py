@@ -232,6 +232,10 @@ class Display:
         while True:
             wait = self.period_ms if self.busy() else self.idle_ms
             try:
+                if self.screens.version_wanted():  # hash the files a turn at a time
+                    from firmware import version
+
+                    self.screens.set_version(await version.identify_async(clk.sleep_ms))
                 if self.update():
                     await clk.sleep_ms(0)  # drawing and the first page: two pieces
                 if self._dirty and not await self.push():

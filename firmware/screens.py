@@ -411,12 +411,22 @@ class Screens:
         value, note = self._signal()
         out.set("signal", "Signal", value, "dBm", note)
 
+    def version_wanted(self):
+        """True while the version screen is asked for and its files not yet hashed: the
+        display task then hashes them with identify_async and set_version() first."""
+        entry = getattr(self.app, "entry", None)
+        info = entry.info if entry is not None else None
+        return self._version is None and info is not None and info[0] == "version"
+
+    def set_version(self, v):
+        """A version.identify() result for the version screen."""
+        self._version = (v["version"], v["hash"][:12], v["match"])
+
     def _s_version(self, out):
-        if self._version is None:
+        if self._version is None:  # composed outside the display task: at once
             from firmware import version
 
-            v = version.identify()
-            self._version = (v["version"], v["hash"][:12], v["match"])
+            self.set_version(version.identify())
         ver, h, match = self._version
         out.set("version", "Version", ver, note=h)
         out.status = "" if match is None else ("VERIFIED" if match else "MODIFIED")

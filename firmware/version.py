@@ -70,7 +70,24 @@ def _tree(root):
 
 
 def identify(root=""):
-    """{"version", "hash" (now), "built_hash", "match", "files", "changed", "missing"}."""
+    """{"version", "hash" (now), "built_hash", "match", "files", "changed", "missing"}.
+    Reads and hashes every file at once: from the asyncio loop use identify_async."""
+    out = {}
+    for _ in _identify(root, out):
+        pass
+    return out
+
+
+async def identify_async(sleep_ms, root=""):
+    """identify(), giving the loop a turn after each file (sleep_ms: the clock's)."""
+    out = {}
+    for _ in _identify(root, out):
+        await sleep_ms(0)
+    return out
+
+
+def _identify(root, out):
+    """Fills `out` (see identify), yielding after each file hashed."""
     manifest = None
     try:
         with open(_join(root, MANIFEST)) as f:
@@ -91,7 +108,10 @@ def identify(root=""):
             missing.append(path)
         else:
             now[path] = h
-    out = {"version": version, "hash": combined(now), "files": len(now)}
+        yield
+    out["version"] = version
+    out["hash"] = combined(now)
+    out["files"] = len(now)
     if manifest is not None:
         built = manifest.get("files", {})
         out["built_hash"] = manifest.get("hash")
@@ -100,4 +120,3 @@ def identify(root=""):
         out["match"] = not out["changed"] and not missing and out["hash"] == out["built_hash"]
     else:
         out["match"] = None
-    return out

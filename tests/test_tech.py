@@ -255,6 +255,14 @@ def test_version_matches_the_built_manifest_and_names_a_changed_file():
         support.write_file(d + "/version.json", json.dumps(manifest).encode())
         v = version.identify(d)
         assert v["match"] is True and v["version"] == "1.2.3" and v["files"] == 2
+        turns = []
+
+        async def sleep_ms(ms):
+            turns.append(ms)
+            await asyncio.sleep(0)
+
+        assert asyncio.run(version.identify_async(sleep_ms, d)) == v  # the same answer,
+        assert turns == [0, 0]  # the loop had a turn after each file
         assert v["hash"] == manifest["hash"] and len(v["hash"]) == 64
         support.write_file(d + "/firmware/a.mpy", b"M\x06cod3")
         v = version.identify(d)
