@@ -29,13 +29,14 @@ import errno
 import select
 import socket
 
+from tools.sim.atmodel import ATModel
+
 _SIMCOM_BANNERS = {
     "a7670": ("*ATREADY: 1", "+CPIN: READY", "SMS DONE", "PB DONE"),
     "sim7600": ("RDY", "+CPIN: READY", "SMS DONE", "PB DONE"),
 }
 _QUECTEL_BANNERS = ("RDY", "+CFUN: 1", "+CPIN: READY", "+QUSIM: 1", "+QIND: SMS DONE")
 _BUSY = (getattr(errno, "EINPROGRESS", 115), errno.EAGAIN, getattr(errno, "EWOULDBLOCK", 11))
-_GARBAGE = (b"\r\n~~ #@!noise 0x3F\r\n", b"\r\n\xff\xfe\x00\x81garbage\r\n", b"\r\n+???\r\n")
 
 
 class _Conn:
@@ -51,7 +52,7 @@ class _Conn:
         self.close_reported = False
 
 
-class ModemModel:
+class ModemModel(ATModel):
     def __init__(
         self,
         uart,
@@ -81,10 +82,7 @@ class ModemModel:
         self.net_ms = net_ms
         self.rx_cap = rx_cap
         self.pwrkey_active = pwrkey_active
-        self._t0 = clock.ticks_ms()
-        self._out = []  # [due_ms, bytes], in order
-        self._last_due = 0
-        self._timers = []  # [due_ms, fn]
+        self._start_output(clock)
         self._pressed = None
         # faults
         self.sim = "ready"
@@ -102,8 +100,6 @@ class ModemModel:
         self._sms_text = None
         self.cmgf = 0
         self.open_error = 0
-        self.garbage_every_ms = 0
-        self._next_garbage = 0
         # counters
         self.commands = 0
         self.reboots = 0
@@ -119,10 +115,6 @@ class ModemModel:
             pwrkey.watchers.append(self._pwrkey)
 
     # -- state ------------------------------------------------------------------------
-
-    def _now(self):
-        clk = self.clock
-        return clk.ticks_diff(clk.ticks_ms(), self._t0)
 
     def _reset_state(self):
         for c in list(getattr(self, "conns", {}).values()):
@@ -158,16 +150,6 @@ class ModemModel:
 
     # -- output -----------------------------------------------------------------------
 
-    def _emit(self, data, delay=0):
-        due = self._now() + self.slow_ms + delay
-        if due < self._last_due:
-            due = self._last_due
-        self._last_due = due
-        self._out.append([due, data])
-
-    def _line(self, text, delay=0):
-        self._emit(b"\r\n" + text.encode() + b"\r\n", delay)
-
     def _ok(self):
         self._line("OK")
 
@@ -176,12 +158,6 @@ class ModemModel:
             self._line("+CME ERROR: %d" % code)
         else:
             self._line("ERROR")
-
-    def _after(self, ms, fn):
-        self._timers.append([self._now() + ms, fn])
-
-    def garbage(self, data=None):
-        self._emit(data or _GARBAGE[0])
 
     # -- power ------------------------------------------------------------------------
 
@@ -740,12 +716,6 @@ class ModemModel:
 
     # -- the clock --------------------------------------------------------------------
 
-    def _flush_due(self, force=False):
-        now = self._now()
-        out = self._out
-        while out and (force or out[0][0] <= now):
-            self.uart.feed(out.pop(0)[1])
-
     def poll(self):
         now = self._now()
         if self._timers:
@@ -756,9 +726,7 @@ class ModemModel:
                     t[1]()
         if self.powered and not self.booting:
             self._net()
-            if self.garbage_every_ms and now >= self._next_garbage:
-                self._next_garbage = now + self.garbage_every_ms
-                self._emit(_GARBAGE[(now // self.garbage_every_ms) % len(_GARBAGE)])
+            self._garbage_due(now)
         if self.mute:
             self._out = []
             return

@@ -57,9 +57,10 @@ import json
 import select
 import socket
 
+from tools.sim.atmodel import GARBAGE, ATModel
+
 _BUSY = (getattr(errno, "EINPROGRESS", 115), errno.EAGAIN, getattr(errno, "EWOULDBLOCK", 11))
 
-_GARBAGE = (b"\r\n~~ #@!noise 0x3F\r\n", b"\r\n\xff\xfe\x00\x81garbage\r\n", b"\r\n+EVT:???\r\n")
 _BANNER = (
     "RAKwireless RAK3172-E Example",
     "------------------------------------------------------",
@@ -79,7 +80,9 @@ def _airtime_ms(band, dr, n):
     return tsym_us * symbols // 1000 + 1
 
 
-class LoRaModemModel:
+class LoRaModemModel(ATModel):
+    GARBAGE = GARBAGE[:2] + (b"\r\n+EVT:???\r\n",)
+
     def __init__(
         self, uart, clock, dialect="rui3", boot_ms=500, join_ms=6000, tx_ms=2000, air=None
     ):
@@ -104,10 +107,7 @@ class LoRaModemModel:
         self.boot_ms = boot_ms
         self.join_ms = join_ms
         self.tx_ms = tx_ms
-        self._t0 = clock.ticks_ms()
-        self._out = []  # [due_ms, bytes]
-        self._last_due = 0
-        self._timers = []  # [due_ms, fn]
+        self._start_output(clock)
         # network and faults
         self.rx_format = "one"
         self.spaces = False
@@ -116,8 +116,6 @@ class LoRaModemModel:
         self.dr = 5
         self.duty = False
         self.reboot_on_send = False
-        self.garbage_every_ms = 0
-        self._next_garbage = 0
         self.refuse = ()  # command names answered with a parameter error
         self.lose_event = 0  # the next n RUI3 +EVT: result lines never arrive
         self._queued = []  # class A downlinks waiting for an uplink
@@ -141,10 +139,6 @@ class LoRaModemModel:
 
     # -- state ------------------------------------------------------------------------
 
-    def _now(self):
-        clk = self.clock
-        return clk.ticks_diff(clk.ticks_ms(), self._t0)
-
     def _reset_state(self):
         if getattr(self, "_sock", None) is not None:
             self._air_close(False)  # a reboot ends the session with the network
@@ -164,29 +158,11 @@ class LoRaModemModel:
 
     # -- output -----------------------------------------------------------------------
 
-    def _emit(self, data, delay=0):
-        due = self._now() + delay
-        if due < self._last_due:
-            due = self._last_due
-        self._last_due = due
-        self._out.append([due, data])
-
-    def _line(self, text, delay=0):
-        self._emit(b"\r\n" + text.encode() + b"\r\n", delay)
-
-    def _after(self, ms, fn):
-        self._timers.append([self._now() + ms, fn])
-
-    def garbage(self, data=None):
-        self._emit(data or _GARBAGE[0])
-
     def poll(self):
         if self._sock is not None:
             self._air_poll()
         now = self._now()
-        if self.garbage_every_ms and now >= self._next_garbage:
-            self._next_garbage = now + self.garbage_every_ms
-            self._emit(_GARBAGE[(now // self.garbage_every_ms) % len(_GARBAGE)])
+        self._garbage_due(now)
         while True:
             due = None
             for t in self._timers:
@@ -197,8 +173,7 @@ class LoRaModemModel:
                 break
             self._timers.remove(due)
             due[1]()  # may reset the timers (a reboot)
-        while self._out and self._out[0][0] <= now:
-            self.uart.feed(self._out.pop(0)[1])
+        self._flush_due()
 
     # -- the network ----------------------------------------------------------------
 
