@@ -7,7 +7,7 @@ of it back after a link drop or a modem reboot, with exponential backoff and jit
     cell = Cellular(uart, clock, dialect="simcom", apn="iot.apn", pwrkey=Pin(4, Pin.OUT))
     asyncio.create_task(cell.run())          # bring-up, reconnect, data pump, telemetry
     sock = await cell.connect("broker.example", 1883, 60000)  # open() + backoff, jitter
-    # then firmware/mqtt.py's Session speaks MQTT over it
+    # then firmware/comms/mqtt/session.py's Session speaks MQTT over it
     cell.telemetry()  # state, reg (+roaming), csq, rssi_dbm, resets, drops, last_error
 
 Dialects: "simcom" (A7670/A76xx, SIM7600: AT+NETOPEN, AT+CIPOPEN, AT+CIPSEND with a fixed
@@ -726,14 +726,18 @@ class Cellular(ATModem):
                 if last is None or clk.ticks_diff(now, last) >= self.timeouts["rx_check"]:
                     s.last_rx_ms = now
                     try:
-                        s.rx_pending = await d.unread(self, s)
+                        if await d.unread(self, s):
+                            s.rx_pending = True
                     except ATCommandError:
                         pass
         if s.rx_pending and len(s._rx) < s.rx_max:
+            # Cleared before the read, not after: a URC that comes while the read is on
+            # its way (new data behind it) sets it again and must not be lost.
+            s.rx_pending = False
             try:
                 await d.recv(self, s)
             except ATCommandError:
-                s.rx_pending = False
+                pass
             s.last_rx_ms = now
         if s.state == _CLOSING and not s._tx:
             await self._close_link(s, None)
@@ -942,7 +946,8 @@ class _SIMCom:
         v = ints(r.first("+CIPRXGET: 2,") or "")
         s._rx.extend(r.data)
         s.received += len(r.data)
-        s.rx_pending = len(v) > 2 and v[2] is not None and v[2] > 0
+        if len(v) > 2 and v[2] is not None and v[2] > 0:
+            s.rx_pending = True
 
     async def unread(self, m, s):
         r = await m.at.command("AT+CIPRXGET=4,%d" % s.link, m.timeouts["at"], resp="+CIPRXGET: 4,")
@@ -1053,7 +1058,8 @@ class _Quectel:
         n = len(r.data)
         s._rx.extend(r.data)
         s.received += n
-        s.rx_pending = n > 0  # buffer mode: drain until +QIRD: 0, or no new URC comes
+        if n > 0:  # buffer mode: drain until +QIRD: 0; after it a new URC says there is more
+            s.rx_pending = True
 
     async def unread(self, m, s):
         r = await m.at.command("AT+QIRD=%d,0" % s.link, m.timeouts["at"])

@@ -8,8 +8,8 @@ The board object (real pins in the board module, simulated in tools/sim) provide
   relay        drivers.relay.LatchingRelay
   store        load() -> state fields or None; save(fields)
   indicator    drivers.indicator.Indicator or None
-  keypad       optional: drivers.keypad.MatrixKeypad (firmware/keyentry.py reads it)
-  display      optional: a panel (drivers.ssd1306.SSD1306) that firmware/display.py draws
+  keypad       optional: drivers.keypad.MatrixKeypad (firmware/ui/keyentry.py reads it)
+  display      optional: a panel (drivers.ssd1306.SSD1306) that firmware/ui/display.py draws
 The metering task calls `step()` every `tick_ms`; `step()` allocates nothing in the
 steady state. State is saved at once after a top-up, a relay change or any credit
 event, and otherwise when the unsaved charges reach `persist_money` (but not sooner
@@ -22,14 +22,14 @@ errors: it logs, waits and carries on; metering never depends on the network.
 import asyncio
 import sys
 
-from firmware import events as ev
-from firmware import meter as meter_mod
-from firmware.intake import STATE_FIELDS as INTAKE_FIELDS
-from firmware.intake import Intake
-from firmware.meter import Meter
-from firmware.settings import Settings
-from firmware.tariff import in_windows
-from firmware.wallclock import WallClock
+from firmware.billing import events as ev
+from firmware.billing import meter as meter_mod
+from firmware.tokens.intake import STATE_FIELDS as INTAKE_FIELDS
+from firmware.tokens.intake import Intake
+from firmware.billing.meter import Meter
+from firmware.billing.settings import Settings
+from firmware.billing.tariff import in_windows
+from firmware.billing.wallclock import WallClock
 
 _PATTERN = {
     ev.LOW_CREDIT: "low_credit",
@@ -55,7 +55,7 @@ class App:
         self.tick_ms = tick_ms
         self.meter = Meter(settings, WallClock(*board.local_time()))
         self.intake = Intake(self, key, key_path=key_path, on_settings=on_settings)
-        self.comms = None  # firmware/comms.py when the settings name a broker
+        self.comms = None  # firmware/comms/mqtt/conversation.py when the settings name a broker
         self.sms = None  # firmware/sms.Notifier when the settings bind a phone number
         self.errors = 0
         self.ticks = 0
@@ -72,12 +72,12 @@ class App:
             board.indicator.quiet = self.quiet_now
         self.entry = None  # firmware/keyentry.Entry when the board has a keypad
         if getattr(board, "keypad", None) is not None:
-            from firmware.keyentry import Entry
+            from firmware.ui.keyentry import Entry
 
             self.entry = Entry(self, board.clock)
         self.display = None  # firmware/display.Display when the board has a panel
         if getattr(board, "display", None) is not None:
-            from firmware.display import Display
+            from firmware.ui.display import Display
 
             self.display = Display(self, board.display, board.clock)
         self.boots = 1
@@ -193,7 +193,7 @@ class App:
         return ok
 
     def enter(self, token):
-        """A token from any source: (tokens.Result, balance); see firmware/intake.py."""
+        """A token from any source: (tokens.Result, balance); see firmware/tokens/intake.py."""
         return self.intake.enter(token)
 
     def request_relay(self):

@@ -11,12 +11,13 @@ import asyncio
 import support
 
 from drivers.relay import LatchingRelay
-from firmware import events as ev
-from firmware import policy, record
+from firmware.billing import events as ev
+from firmware.billing import policy
+from firmware.storage import record
 from firmware.app import App
 from firmware.app import STATE_FIELDS
-from firmware.settings import Settings
-from firmware.statefile import StateFile
+from firmware.billing.settings import Settings
+from firmware.storage.statefile import StateFile
 from tools.sim.board import SimBoard
 from tools.sim.hw import SimPin
 from tools.sim.vclock import VirtualClock

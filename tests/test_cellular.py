@@ -3,7 +3,7 @@
 Portable (CPython pytest and `micropython`). Two clocks:
 - bring-up, SIM, registration, reboot and hung-modem tests run on tools/sim's
   VirtualClock (no network: timeouts of minutes pass instantly, times are exact);
-- TCP tests run on the real clock (firmware.clock.Clock) because the model opens real
+- TCP tests run on the real clock (drivers.clock.Clock) because the model opens real
   sockets to a server the test starts on 127.0.0.1 (non-blocking, polled by a task):
   an echo server, a closing server, or a tiny MQTT broker stub for umqtt.simple.
 Every real-clock test measures the longest gap between iterations of a 1 ms ticker
@@ -25,8 +25,8 @@ from drivers.cellular import (
     csq_to_dbm,
     mqtt_packet_len,
 )
-from firmware.clock import Clock
-from firmware.mqtt import SocketModule
+from drivers.clock import Clock
+from firmware.comms.mqtt.session import SocketModule
 from tools.sim.hw import SimPin
 from tools.sim.modem import ModemModel
 from tools.sim.uart import SimUART
@@ -778,7 +778,7 @@ def test_umqtt_simple_calls_work_over_the_modem_socket_without_blocking():
 
 
 def test_session_reads_stray_packets_whole_and_stays_in_step():
-    from firmware.mqtt import Session
+    from firmware.comms.mqtt.session import Session
 
     support.import_umqtt()
 
@@ -800,7 +800,7 @@ def test_session_reads_stray_packets_whole_and_stays_in_step():
 
     (got, strays, types), gap = _real(body, mode="strays")
     # the QoS 1 message and its redelivery reach the callback (the token id then
-    # decides, firmware/comms.py); the QoS 2 one and the other strays never do
+    # decides, firmware/comms/mqtt/conversation.py); the QoS 2 one and the other strays never do
     assert got == [(b"meters/m1/topup", b"token-42")] * 2
     assert strays == 5
     assert types == [0x10, 0x82, 0x32, 0x40, 0x40, 0xC0, 0xE0]  # 2 PUBACKs, ping, bye

@@ -1,4 +1,4 @@
-"""Portable tests of firmware/conffile.py: atomic replace, fallback, repair, power cuts.
+"""Portable tests of firmware/storage/conffile.py: atomic replace, fallback, repair, power cuts.
 
 The first tests run on both runtimes in a fresh directory under /tmp. The cut sweeps
 run conffile.save (and the load that recovers from it) on littlefs (vfs.VfsLfs2) over the
@@ -15,9 +15,9 @@ import os
 
 import support
 
-from firmware import conffile
-from firmware.conffile import BAK, MAIN, MISSING, NEW
-from firmware.settings import Settings
+from firmware.storage import conffile
+from firmware.storage.conffile import BAK, MAIN, MISSING, NEW
+from firmware.billing.settings import Settings
 
 
 _tmpdir = support.tmpdir
@@ -226,7 +226,7 @@ def _big_settings(meter_id):
 
 
 def _parse_full(data):
-    from firmware.start import parse_settings
+    from firmware.config import parse_settings
 
     return parse_settings(data)[0].meter_id
 

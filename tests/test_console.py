@@ -1,4 +1,4 @@
-"""The technician's console (firmware/console.py) fed byte by byte (portable).
+"""The technician's console (firmware/service/console.py) fed byte by byte (portable).
 
 The bytes are the ones mpremote sends (tools: mpremote's transport_serial enter_raw_repl,
 exec_raw_no_follow, follow), and the answers are checked against what it waits for; the
@@ -7,8 +7,8 @@ end-to-end run with mpremote itself is tests/test_host_console.py.
 
 import asyncio
 
-from firmware import console
-from firmware.console import RAW_BANNER, Console
+from firmware.service import console
+from firmware.service.console import RAW_BANNER, Console
 
 
 class Port:

@@ -1,7 +1,7 @@
-"""The customer's display end to end: the display task (firmware/display.py) draws each
+"""The customer's display end to end: the display task (firmware/ui/display.py) draws each
 screen, the SSD1306 driver pushes it over the simulated I2C bus, and the controller
 model's GDDRAM -- and the glass as the customer sees it -- must hold exactly the expected
-picture, drawn here separately with framebuf (the layout of firmware/display.py's
+picture, drawn here separately with framebuf (the layout of firmware/ui/display.py's
 docstring). Also: redraws only on change, the low-credit blink, the keypad line and its
 answer, information screens, a panel that fails and comes back, the time one frame's
 drawing takes.
@@ -17,12 +17,12 @@ Portable; the pixel tests need MicroPython's framebuf (the 8x8 font) and skip on
 import asyncio
 
 import support
-from firmware import keys
-from firmware import tokenmint as mint
-from firmware import version
+from firmware.tokens import keys
+from tools.sim import tokenmint as mint
+from firmware.storage import version
 from firmware.app import App
-from firmware.display import Display
-from firmware.settings import Settings
+from firmware.ui.display import Display
+from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
 
 METER_ID = 4711002

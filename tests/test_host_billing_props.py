@@ -14,13 +14,13 @@ from math import floor
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware import events as ev
-from firmware.events import EventLog
-from firmware.ledger import SECONDS_PER_DAY, Ledger
-from firmware.meter import Meter
-from firmware.money import CHARGE_SCALE, MAX_PRICE
-from firmware.settings import Settings
-from firmware.wallclock import WallClock
+from firmware.billing import events as ev
+from firmware.billing.events import EventLog
+from firmware.billing.ledger import SECONDS_PER_DAY, Ledger
+from firmware.billing.meter import Meter
+from firmware.billing.money import CHARGE_SCALE, MAX_PRICE
+from firmware.billing.settings import Settings
+from firmware.billing.wallclock import WallClock
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

@@ -2,7 +2,7 @@
 
 A top-up on meters/<id>/topup becomes the ChirpStack v4 or The Things Stack v3 downlink
 (compact token as 9 bytes; envelope when the DR carries it; refused on meters/<id>/bridge
-when it cannot fit); uplinks signed by firmware/lorapayload.py's Uplinks (as the meter
+when it cannot fit); uplinks signed by firmware/comms/lora/payload.py's Uplinks (as the meter
 makes them) come out as signed acks, events and state that tools/vend/messages.py
 verifies, the ack carrying the full token id; forged and replayed uplinks are dropped and
 counted; `vend send --format compact` goes through the bridge to a fake LoRaWAN meter.
@@ -23,9 +23,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker import Broker, broker_fixture, free_port  # noqa: F401 - the fixture `broker`
-from firmware import keys as fkeys
-from firmware import lorapayload as lp
-from firmware import tokencodes as rc
+from firmware.tokens import keys as fkeys
+from firmware.comms.lora import payload as lp
+from firmware.tokens import codes as rc
 from tools.bridge import config as bconfig
 from tools.bridge import mapping, service
 from tools.vend import core, messages
@@ -114,7 +114,7 @@ def world(broker, store):
 
 
 def meter_uplinks(vk, meter_id, boot):
-    """The meter's own signer (firmware/lorapayload.py) under its firmware key."""
+    """The meter's own signer (firmware/comms/lora/payload.py) under its firmware key."""
     key = fkeys.MeterKey(fkeys.derive_meter_key(vk, meter_id))
     return lp.Uplinks(key.msg_mac(), fkeys.meter_id_bytes(meter_id), boot)
 

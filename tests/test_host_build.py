@@ -3,7 +3,7 @@ and the technicians' mpremote shortcuts (tools/mpremote/config.py).
 
 The image is checked three ways: by littlefs-python (geometry, exact file list, no fake
 `machine`), under `micropython` (mounted with vfs.VfsLfs2 over a file-backed block
-device, the version hash recomputed by the firmware's own firmware/version.py), and by
+device, the version hash recomputed by the firmware's own firmware/storage/version.py), and by
 the esptool commands and merge-bin output that would put it on a board.
 """
 
@@ -31,7 +31,9 @@ def cli(*args, cwd=ROOT):
 def expected_paths():
     out = {"boot.py", "main.py", "version.json", "lib/umqtt/simple.mpy"}
     for d in ("firmware", "drivers"):
-        out |= {"%s/%s.mpy" % (d, p.stem) for p in (ROOT / d).glob("*.py")}
+        out |= {
+            p.relative_to(ROOT).with_suffix(".mpy").as_posix() for p in (ROOT / d).rglob("*.py")
+        }
     return out
 
 
@@ -96,7 +98,7 @@ def test_version_manifest_follows_the_hash_rule(built):
         assert hashlib.sha256(files[p]).hexdigest() == h
     lines = "".join("%s %s\n" % (p, v["files"][p]) for p in sorted(v["files"]))
     assert v["hash"] == hashlib.sha256(lines.encode()).hexdigest()
-    from firmware import version as on_meter  # the meter's own rule, run on CPython
+    from firmware.storage import version as on_meter  # the meter's own rule, run on CPython
 
     assert on_meter.combined(v["files"]) == v["hash"]
 
@@ -197,7 +199,7 @@ except OSError as e:
     sys.exit(0)
 st = os.statvfs("/img")
 sys.path.insert(0, "/img")
-from firmware import version
+from firmware.storage import version
 got = version.identify("/img")
 print({"files": sorted(walk("/img", [])), "bsize": st[0], "blocks": st[2],
        "match": got["match"], "hash": got["hash"], "n": got["files"]})
@@ -229,7 +231,7 @@ def test_image_mounts_under_micropython_and_identifies_itself(built, tmp_path):
     assert set(got["files"]) == built_paths()
     assert (got["bsize"], got["blocks"]) == (4096, 512)
     v = json.loads((built / "version.json").read_text())
-    # firmware/version.py, under MicroPython, over the mounted files: the build's hash
+    # firmware/storage/version.py, under MicroPython, over the mounted files: the build's hash
     assert got["match"] is True and got["hash"] == v["hash"]
     assert got["n"] == len(v["files"])
 

@@ -198,11 +198,15 @@ def _mpremote(args, env=None, timeout=60):
 
 def test_mpremote_shortcuts_and_deploy_on_a_running_meter(factory, tmp_path):
     built = factory["dir"] / "build"
-    good = (built / "fs/firmware/tokenmint.mpy").read_bytes()
+    good = (built / "fs/firmware/tokens/openpaygo/keyfile.mpy").read_bytes()
     # the board holds a stray .py and an out-of-date module the meter does not import
     img = build.edit_image(
         factory["image"].read_bytes(),
-        {"firmware/stale.py": b"x = 1\n", "firmware/tokenmint.mpy": b"old"},
+        {
+            "firmware/stale.py": b"x = 1\n",
+            "firmware/billing/stale.mpy": b"old",
+            "firmware/tokens/openpaygo/keyfile.mpy": b"old",
+        },
     )
     (tmp_path / "img.bin").write_bytes(img)
     d = emu.prepare(tmp_path / "img.bin", tmp_path / "s", {"load_w": 1000}, seconds=60)
@@ -225,7 +229,9 @@ def test_mpremote_shortcuts_and_deploy_on_a_running_meter(factory, tmp_path):
         assert r.returncode == 0, r.stderr
         env = dict(os.environ, XDG_CONFIG_HOME=str(cfg), METER_PORT=srv.device)
         out = _mpremote(["meter", "version"], env)
-        assert "match: False" in out and "changed: ['firmware/tokenmint.mpy']" in out
+        assert (
+            "match: False" in out and "changed: ['firmware/tokens/openpaygo/keyfile.mpy']" in out
+        )
         token = core.compact_credit(factory["key"], 2, 500)
         # as the shortcuts' doc says: a token is typed as a number, but one that starts
         # with 0 is not a Python number and goes quoted
@@ -252,6 +258,7 @@ def test_mpremote_shortcuts_and_deploy_on_a_running_meter(factory, tmp_path):
         )
         assert push.returncode == 0, push.stdout + push.stderr
         assert "removed firmware/stale.py" in push.stdout
+        assert "removed firmware/billing/stale.mpy" in push.stdout
         out = _mpremote(["meter", "version"], env)
         assert "match: True" in out
         _mpremote(["connect", srv.device, "resume", "reset"])
@@ -262,7 +269,8 @@ def test_mpremote_shortcuts_and_deploy_on_a_running_meter(factory, tmp_path):
     assert res["rc"] == 4 and res["report"]["end"] == "machine_reset"
     assert res["report"]["journal"]["credited"] == 500
     files = build.read_image((tmp_path / "s/vfs.bin").read_bytes())
-    assert "firmware/stale.py" not in files and files["firmware/tokenmint.mpy"] == good
+    assert "firmware/stale.py" not in files and "firmware/billing/stale.mpy" not in files
+    assert files["firmware/tokens/openpaygo/keyfile.mpy"] == good
 
 
 def test_mip_install_onto_a_board_in_safe_mode(factory, tmp_path):

@@ -14,10 +14,10 @@ import socket
 import threading
 import time
 
-from firmware import keys
-from firmware import lorapayload as lp
-from firmware import tokencodes as rc
-from firmware import tokenmint as mint
+from firmware.tokens import keys
+from firmware.comms.lora import payload as lp
+from firmware.tokens import codes as rc
+from tools.sim import tokenmint as mint
 from tools.sim.live_host import LiveMeter
 
 VK = bytes(range(32))

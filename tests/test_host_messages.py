@@ -1,6 +1,6 @@
 """CPython only: the back office's signed MQTT messages (tools/vend/messages.py): the
 format, a fixed test vector, tamper refusal byte by byte, the shapes refused, commands,
-(boot, seq) freshness, and interworking with the firmware's own firmware/signed.py.
+(boot, seq) freshness, and interworking with the firmware's own firmware/comms/signed.py.
 """
 
 import hashlib
@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from firmware import keys, signed
+from firmware.tokens import keys
+from firmware.comms import signed
 from tools.vend import core, messages
 
 KEY = bytes(range(32))

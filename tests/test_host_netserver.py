@@ -22,9 +22,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker import broker_fixture  # noqa: F401 - the fixture `broker`
-from firmware import keys as fkeys
-from firmware import lorapayload as lp
-from firmware import tokencodes as rc
+from firmware.tokens import keys as fkeys
+from firmware.comms.lora import payload as lp
+from firmware.tokens import codes as rc
 from tools.bridge import config as bconfig
 from tools.bridge import service
 from tools.sim.netserver import NetServer

@@ -1,4 +1,4 @@
-"""Host tests of firmware.openpaygo against the `openpaygo` package (CPython only).
+"""Host tests of firmware.tokens.openpaygo.decoder against the `openpaygo` package (CPython only).
 
 - Tokens the package generates, for a range of counts, values, token types and shapes,
   decode to the same kind, value and count in our decoder under CPython and under
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from openpaygo import decode_token, generate_token
 from openpaygo.token_shared import TokenType
 
-from firmware import openpaygo as opg
+from firmware.tokens.openpaygo import decoder as opg
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -112,7 +112,7 @@ def run_micropython(script, data, tmp_path):
 
 MPY_DECODE = """
 import json, sys
-from firmware import openpaygo as opg
+from firmware.tokens.openpaygo import decoder as opg
 cases = json.load(open(sys.argv[1]))
 for key, sc, rd, ext, count, token in cases:
     d = opg.Decoder(key, starting_code=sc, restricted_digits=rd, extended=ext)
@@ -206,7 +206,7 @@ def test_random_strings_on_micropython(tmp_path):
     script = (
         """
 import json, sys
-from firmware import openpaygo as opg
+from firmware.tokens.openpaygo import decoder as opg
 d = opg.Decoder(%r)
 d.from_fields((10, 0))
 for t in json.load(open(sys.argv[1])):
@@ -327,7 +327,7 @@ class Ptr32:
 
 
 def viper_as_python(word):
-    src = (ROOT / "firmware" / "opaygo_viper.py").read_text()
+    src = (ROOT / "firmware" / "tokens" / "openpaygo" / "viper.py").read_text()
     src = src.replace("import micropython\n", "").replace("@micropython.viper\n", "")
     ns = {"uint": word, "ptr32": Ptr32}
     exec(compile(src, "opaygo_viper.py", "exec"), ns)

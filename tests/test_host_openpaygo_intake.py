@@ -1,12 +1,12 @@
 """OpenPAYGO tokens made by the `openpaygo` package through the meter's credit path
-(firmware/intake.py in the App on the simulated board), under CPython and `micropython`.
+(firmware/tokens/intake.py in the App on the simulated board), under CPython and `micropython`.
 
 Random but seeded sessions: the back office issues add, set, disable-PAYG and
 counter-sync tokens (standard 9 digits, restricted 15 digits, and restricted with
 extended 20-digit tokens beside compact 20-digit tokens); the customer enters them out of
 order, re-enters old ones, types tokens of another device and compact tokens, and the
 meter reboots now and then. A model built on the package's counts (and the count-window
-rules, firmware/openpaygo.py) says what each answer, balance, payment mode and journaled
+rules, firmware/tokens/openpaygo/decoder.py) says what each answer, balance, payment mode and journaled
 state must be; both interpreters must agree with it. After a last reboot every genuine
 token entered is Used.
 """
@@ -22,11 +22,11 @@ import pytest
 from openpaygo import generate_token
 from openpaygo.token_shared import TokenType
 
-from firmware import keys
-from firmware import openpaygo as opg
-from firmware import tokencodes as rc
-from firmware import tokenmint as mint
-from firmware.tokens import Tokens
+from firmware.tokens import keys
+from firmware.tokens.openpaygo import decoder as opg
+from firmware.tokens import codes as rc
+from tools.sim import tokenmint as mint
+from firmware.tokens.gate import Tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -48,9 +48,10 @@ TYPE = {
 RUN = """
 import asyncio, binascii, json, sys
 import support
-from firmware import keys, opaygokey
+from firmware.tokens import keys
+from firmware.tokens.openpaygo import keyfile as opaygokey
 from firmware.app import App
-from firmware.settings import Settings
+from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
 
 cfg = json.load(open(sys.argv[1]))

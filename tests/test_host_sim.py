@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.policy import CONTROL_STATES
+from firmware.billing.policy import CONTROL_STATES
 from tools.sim import host
 from tools.sim.scenario import ScenarioError
 

@@ -19,7 +19,7 @@ from tools.sim import host
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE_UNITS = 2500  # 0.2500 per kWh in 1/100 minor units
-SCALE = 10**8  # firmware.money.CHARGE_SCALE
+SCALE = 10**8  # firmware.billing.money.CHARGE_SCALE
 
 
 def _cuts(n, seed, day=86400):

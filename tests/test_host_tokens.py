@@ -14,9 +14,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from firmware import compact, envelope, keys, replay, tokenmint, tokens
-from firmware import tokencodes as rc
-from firmware.cipher64 import Cipher64
+from firmware.tokens import compact, envelope, keys, replay, gate as tokens
+from tools.sim import tokenmint
+from firmware.tokens import codes as rc
+from firmware.tokens.cipher64 import Cipher64
 from tools.vend import core
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,8 +132,8 @@ def test_envelopes_byte_identical_and_cross_decoded():
 
 MPY_SCRIPT = r"""
 import json, sys
-from firmware import keys, replay, tokens, envelope
-from firmware.cipher64 import Cipher64
+from firmware.tokens import keys, replay, gate as tokens, envelope
+from firmware.tokens.cipher64 import Cipher64
 
 fx = json.load(open(sys.argv[1]))
 NOW = fx["now"]

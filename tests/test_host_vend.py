@@ -11,8 +11,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from firmware import envelope, keys, tokens
-from firmware import tokencodes as rc
+from firmware.tokens import envelope, keys, gate as tokens
+from firmware.tokens import codes as rc
 from tools.vend import core
 from tools.vend.cli import main
 

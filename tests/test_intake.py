@@ -1,4 +1,4 @@
-"""The one credit path (firmware/intake.py) in the App on the simulated board (portable).
+"""The one credit path (firmware/tokens/intake.py) in the App on the simulated board (portable).
 
 Tokens are minted with the firmware's own primitives (tools/vend, the independent host
 implementation, is checked against them in the host tests). The meter keeps its state in
@@ -8,11 +8,12 @@ the journal on the NOR flash model; reboots are a new App on the same hardware.
 import asyncio
 import gc
 
-from firmware import keys, policy
-from firmware import tokencodes as rc
-from firmware import tokenmint as mint
+from firmware.tokens import keys
+from firmware.billing import policy
+from firmware.tokens import codes as rc
+from tools.sim import tokenmint as mint
 from firmware.app import STATE_FIELDS, App
-from firmware.settings import Settings
+from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
 from tools.sim.nor import PowerCut
 

@@ -1,4 +1,4 @@
-"""OpenPAYGO Token as the third keypad format of the credit path (firmware/intake.py), in
+"""OpenPAYGO Token as the third keypad format of the credit path (firmware/tokens/intake.py), in
 the App on the simulated board (portable: CPython pytest and MicroPython).
 
 Tokens come from `opg_token()` below, the OpenPAYGO generation rule written with the
@@ -11,14 +11,17 @@ import asyncio
 
 import support
 
-from firmware import conffile, keys, opaygokey, policy, replay
-from firmware import openpaygo as opg
-from firmware import tokencodes as rc
-from firmware import tokenmint as mint
+from firmware.storage import conffile
+from firmware.tokens import keys, replay
+from firmware.tokens.openpaygo import keyfile as opaygokey
+from firmware.billing import policy
+from firmware.tokens.openpaygo import decoder as opg
+from firmware.tokens import codes as rc
+from tools.sim import tokenmint as mint
 from firmware.app import STATE_FIELDS, App
-from firmware.intake import OPG_FIELDS, OPAYGO
-from firmware.intake import STATE_FIELDS as INTAKE_FIELDS
-from firmware.settings import Settings
+from firmware.tokens.intake import OPG_FIELDS, OPAYGO
+from firmware.tokens.intake import STATE_FIELDS as INTAKE_FIELDS
+from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
 from tools.sim.nor import PowerCut
 

@@ -1,4 +1,4 @@
-"""The flash journal (firmware/journal.py) on the NOR flash model (portable).
+"""The flash journal (firmware/storage/journal.py) on the NOR flash model (portable).
 
 Round trips, laps round the ring, even wear, and power cuts at every operation and at
 byte offsets inside each: the record in force is always the last one whose save
@@ -6,8 +6,8 @@ completed (or the one being saved, when its last byte made it), never anything e
 """
 
 import support
-from firmware import record
-from firmware.journal import SLOT, Journal
+from firmware.storage import record
+from firmware.storage.journal import SLOT, Journal
 from tools.sim.nor import SECTOR, NorFlash, PowerCut
 
 N = 20  # fields per record in these tests

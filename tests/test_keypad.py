@@ -1,5 +1,5 @@
 """The keypad (drivers/keypad.py) scanned against the matrix model (tools/sim/keypad.py),
-and what the customer types (firmware/keyentry.py) on a running meter (portable).
+and what the customer types (firmware/ui/keyentry.py) on a running meter (portable).
 
 The meter is the App on SimBoard with keypad=True: the driver scans the model's rows and
 columns on the virtual clock, so debounce, bounce and two-key presses are those of a
@@ -10,11 +10,11 @@ import asyncio
 
 import support
 from drivers.keypad import MANY, NO_KEY, MatrixKeypad
-from firmware import keys
-from firmware import tokencodes as rc
-from firmware import tokenmint as mint
+from firmware.tokens import keys
+from firmware.tokens import codes as rc
+from tools.sim import tokenmint as mint
 from firmware.app import App
-from firmware.settings import Settings
+from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
 from tools.sim.keypad import KeypadModel
 from tools.sim.vclock import VirtualClock

@@ -1,11 +1,11 @@
-"""Portable tests of firmware/ledger.py: exact billing with a carry, standing charge, credit.
+"""Portable tests of firmware/billing/ledger.py: exact billing with a carry, standing charge, credit.
 
 The year of 1-second ticks runs here (under both runtimes) because it takes about 10 s
 under the MicroPython unix port; see test_year_of_one_second_ticks.
 """
 
-from firmware.ledger import SECONDS_PER_DAY, Ledger
-from firmware.money import CHARGE_SCALE
+from firmware.billing.ledger import SECONDS_PER_DAY, Ledger
+from firmware.billing.money import CHARGE_SCALE
 
 
 def _lcg(seed):

@@ -1,7 +1,7 @@
-"""firmware/loracomms.py: the meter's LoRaWAN conversation, on the simulated board.
+"""firmware/comms/lora/conversation.py: the meter's LoRaWAN conversation, on the simulated board.
 
 Portable (CPython pytest and `micropython`), virtual time. The meter is made by the
-firmware's own builder (firmware/start.py build: settings.json, meter.key and lora.key in
+firmware's own builder (firmware/build.py: settings.json, meter.key and lora.key in
 a temporary directory) on a SimBoard whose LoRaWAN modem is tools/sim/rak3172.py's model
 with its in-process network side. What the network receives is read back with
 lorapayload.Receiver under the meter's key, as the back office would.
@@ -14,14 +14,17 @@ import support
 
 from drivers import lorawan as lw_mod
 from drivers.backoff import Backoff
-from firmware import conffile, keys, lorakey
-from firmware import events as ev
-from firmware import lorapayload as lp
-from firmware import start
-from firmware import tokencodes as rc
-from firmware import tokenmint as mint
-from firmware.loracomms import AIR_EVENTS, LoRaComms
-from firmware.settings import LORA_REGIONS, Settings
+from firmware.storage import conffile
+from firmware.tokens import keys
+from firmware.comms.lora import appkey as lorakey
+from firmware.billing import events as ev
+from firmware.comms.lora import payload as lp
+from firmware import config
+from firmware.build import build
+from firmware.tokens import codes as rc
+from tools.sim import tokenmint as mint
+from firmware.comms.lora.conversation import AIR_EVENTS, LoRaComms
+from firmware.billing.settings import LORA_REGIONS, Settings
 from tools.sim.board import SimBoard
 
 METER_ID = 4711002
@@ -46,7 +49,7 @@ def _meter(d, extra=None, model_kw=None, lora_kw=None, appkey=APPKEY):
     raw.update(extra or {})
     path = d + "/settings.json"
     support.write_file(path, json.dumps(raw).encode())
-    conffile.save(start.key_path_for(path), KEY.to_bytes())
+    conffile.save(config.key_path_for(path), KEY.to_bytes())
     if appkey is not None:
         lorakey.save(d + "/lora.key", appkey)
     board = SimBoard(MONDAY_NOON, d, Settings(raw), meter="ideal", flash_sectors=4)
@@ -55,7 +58,7 @@ def _meter(d, extra=None, model_kw=None, lora_kw=None, appkey=APPKEY):
     board.lora_kw = kw
     board.lora_model_kw = model_kw or {}
     asyncio.new_event_loop()
-    app = start.build(path, board=board)
+    app = build(path, board=board)
     return board, app
 
 
@@ -342,7 +345,7 @@ def test_no_usable_appkey_means_no_lora_and_the_meter_meters():
 
 
 def test_tech_status_shows_the_lora_link():
-    from firmware import tech
+    from firmware.service import tech
 
     def go(board, app):
         support.run_app(board, app, 30000)

@@ -1,4 +1,4 @@
-"""firmware/lorapayload.py: the 11-byte signed uplinks and the top-up downlinks (portable).
+"""firmware/comms/lora/payload.py: the 11-byte signed uplinks and the top-up downlinks (portable).
 
 Every uplink fits 11 bytes and round-trips through the receiver; a changed byte, another
 meter's key, a replay or a reordered uplink is refused; the number forms round as the
@@ -8,10 +8,10 @@ module docstring says; downlinks are told apart and reach the credit path as the
 
 import support
 
-from firmware import keys
-from firmware import lorapayload as lp
-from firmware import tokencodes as rc
-from firmware import tokenmint as mint
+from firmware.tokens import keys
+from firmware.comms.lora import payload as lp
+from firmware.tokens import codes as rc
+from tools.sim import tokenmint as mint
 
 METER_ID = 4711002
 VK = bytes(range(32))

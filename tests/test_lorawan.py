@@ -12,10 +12,10 @@ import support
 from drivers import lorawan as lw_mod
 from drivers.backoff import Backoff
 from drivers.lorawan import LoRaError, LoRaWAN, time_on_air_us
-from firmware import keys
-from firmware import lorapayload as lp
-from firmware import tokencodes as rc
-from firmware import tokenmint as mint
+from firmware.tokens import keys
+from firmware.comms.lora import payload as lp
+from firmware.tokens import codes as rc
+from tools.sim import tokenmint as mint
 from tools.sim.rak3172 import LoRaModemModel
 from tools.sim.uart import SimUART
 from tools.sim.vclock import VirtualClock
@@ -266,7 +266,7 @@ def test_lost_downlink_is_not_invented_and_the_inbox_is_bounded():
 
 def test_duplicate_downlink_is_delivered_twice_and_credited_once():
     from firmware.app import App
-    from firmware.settings import Settings
+    from firmware.billing.settings import Settings
     from tools.sim.board import SimBoard
 
     meter_id = 4711002

@@ -1,7 +1,7 @@
-"""Portable tests of firmware/money.py: decimal strings <-> integer amounts, no float."""
+"""Portable tests of firmware/billing/money.py: decimal strings <-> integer amounts, no float."""
 
 import support
-from firmware import money
+from firmware.billing import money
 
 
 def _err(fn, *args, **kw):

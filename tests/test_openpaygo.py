@@ -1,4 +1,4 @@
-"""Portable tests of firmware.openpaygo: SipHash, known tokens, the count window, bad input.
+"""Portable tests of firmware.tokens.openpaygo.decoder: SipHash, known tokens, the count window, bad input.
 
 Runs under CPython pytest and under MicroPython (tests/mpy_runner.py); under MicroPython
 the decoder walks the chain with the viper backend, and the tests also check it against
@@ -8,7 +8,7 @@ counts and values and under both runtimes, are in test_host_openpaygo.py.
 
 import support
 
-from firmware import openpaygo as opg
+from firmware.tokens.openpaygo import decoder as opg
 
 # SipHash-2-4 reference vectors (veorq/SipHash vectors.h, the paper's appendix values):
 # key = bytes 00..0f, message i = bytes 00..(i-1), digest as little-endian bytes.

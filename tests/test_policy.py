@@ -1,4 +1,4 @@
-"""Credit control (firmware/policy.py) driven through the Meter, as the app drives it.
+"""Credit control (firmware/billing/policy.py) driven through the Meter, as the app drives it.
 
 Portable: runs under CPython pytest and under `micropython` (tests/mpy_runner.py).
 The tariff is 1.0000 per kWh with 2 currency decimals, so 10 Wh (10000 mWh) costs
@@ -7,12 +7,12 @@ exactly one cent: `_use(m, n)` burns n cents in n one-second ticks.
 
 import support
 
-from firmware import events as ev
-from firmware import policy
-from firmware.meter import Meter
-from firmware.policy import CONNECTED, DISCONNECTED, READY_FOR_RECONNECTION
-from firmware.settings import Settings
-from firmware.wallclock import WallClock
+from firmware.billing import events as ev
+from firmware.billing import policy
+from firmware.billing.meter import Meter
+from firmware.billing.policy import CONNECTED, DISCONNECTED, READY_FOR_RECONNECTION
+from firmware.billing.settings import Settings
+from firmware.billing.wallclock import WallClock
 
 CENT_MWH = 10000  # energy that costs one cent at 1.0000 per kWh
 MONDAY_NOON = (2026, 1, 5, 12 * 3600)  # 2026-01-05 is a Monday

@@ -16,10 +16,11 @@ there, the meter reboots on the same flash and relay, and the test checks:
 import asyncio
 import gc
 
-from firmware import policy, record
+from firmware.billing import policy
+from firmware.storage import record
 from firmware.app import App
 from firmware.app import STATE_FIELDS
-from firmware.settings import Settings
+from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
 from tools.sim.nor import NorFlash, PowerCut
 

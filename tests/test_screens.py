@@ -1,4 +1,4 @@
-"""What the customer's display shows (firmware/screens.py), as panel-neutral content: the
+"""What the customer's display shows (firmware/ui/screens.py), as panel-neutral content: the
 cycle, energy left under each tariff type and the time it lasts, the state and alert
 words, low-credit blink, the keypad line, answers and information screens.
 
@@ -9,11 +9,13 @@ Portable: CPython pytest and `micropython`. The meter is the App on tools/sim's 
 import asyncio
 
 import support
-from firmware import keys, policy, screens
-from firmware import tokenmint as mint
+from firmware.tokens import keys
+from firmware.billing import policy
+from firmware.ui import screens
+from tools.sim import tokenmint as mint
 from firmware.app import App
-from firmware.screens import Content, Screens
-from firmware.settings import Settings
+from firmware.ui.screens import Content, Screens
+from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
 
 METER_ID = 4711002
@@ -39,7 +41,7 @@ class Meter:
         self.app = App(self.board, self.settings, key=KEY)
         self.app.meter.open_account(balance)
         self.clock = self.board.clock
-        self.entry = self.app.entry  # firmware/keyentry.py's Entry on a keypad board
+        self.entry = self.app.entry  # firmware/ui/keyentry.py's Entry on a keypad board
         assert (self.entry is not None) == entry
         self.board.mains.set_watts(watts)
         self.board.source.poll()

@@ -1,4 +1,4 @@
-"""firmware/signed.py: the meter's signed MQTT messages, on both interpreters.
+"""firmware/comms/signed.py: the meter's signed MQTT messages, on both interpreters.
 
 The vector is the back office's (tests/test_host_messages.py: tools/vend/messages.py with
 CPython's hmac), so the meter's HMAC and layout are checked against an independent
@@ -7,8 +7,8 @@ implementation under MicroPython too.
 
 import support
 
-from firmware import signed
-from firmware.keys import MeterKey
+from firmware.comms import signed
+from firmware.tokens.keys import MeterKey
 
 KEY = MeterKey(bytes(range(32)))
 VECTOR = (

@@ -1,4 +1,4 @@
-"""SMS to the customer (firmware/sms.py) through the cellular driver's AT+CMGS on the modem
+"""SMS to the customer (firmware/comms/sms.py) through the cellular driver's AT+CMGS on the modem
 model (tools/sim/modem.py), in virtual time (portable).
 
 The meter runs down its credit at a heavy load: the low-credit and the disconnect events
@@ -11,8 +11,8 @@ import asyncio
 import support
 from drivers.cellular import sms_number_ok
 from firmware.app import App
-from firmware.settings import Settings
-from firmware.sms import Notifier
+from firmware.billing.settings import Settings
+from firmware.comms.sms import Notifier
 from tools.sim.board import SimBoard
 
 NUMBER = "+254700000001"

@@ -1,8 +1,8 @@
-"""Portable tests of firmware/tariff.py: flat, time-of-use and block tariffs, config errors."""
+"""Portable tests of firmware/billing/tariff.py: flat, time-of-use and block tariffs, config errors."""
 
 import support
-from firmware import tariff
-from firmware.wallclock import WallClock, parse_days
+from firmware.billing import tariff
+from firmware.billing.wallclock import WallClock, parse_days
 
 # 2026-01-05 is a Monday; 2026-01-09 a Friday, -10 Saturday, -11 Sunday.
 MON, TUE, FRI, SAT, SUN = 5, 6, 9, 10, 11

@@ -1,4 +1,4 @@
-"""The technician's calls (firmware/tech.py) on a running meter, the audit log, software
+"""The technician's calls (firmware/service/tech.py) on a running meter, the audit log, software
 identification, safe mode and the watchdog's feeding (portable: CPython and micropython).
 
 The meter is the App on tools/sim's SimBoard (virtual clock, relay model, ideal energy
@@ -10,10 +10,14 @@ import json
 import os
 
 import support
-from firmware import keys, logfile, safemode, start, tech, version
-from firmware import tokenmint as mint
+from firmware.tokens import keys
+from firmware.storage import logfile, version
+from firmware.service import safemode, tech
+from firmware import config, start
+from firmware.build import build
+from tools.sim import tokenmint as mint
 from firmware.app import App
-from firmware.settings import Settings
+from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
 
 METER_ID = 4711002
@@ -43,7 +47,7 @@ class Meter:
             self.board,
             settings,
             key=KEY,
-            on_settings=lambda raw: start.save_meter_settings(raw, self.path),
+            on_settings=lambda raw: config.save_meter_settings(raw, self.path),
         )
         if balance is not None:
             self.app.meter.open_account(balance)
@@ -413,14 +417,14 @@ def test_a_comms_fault_at_start_up_leaves_the_meter_metering():
 
 
 def _comms_fault_at_start_up(extra):
-    from firmware import conffile
+    from firmware.storage import conffile
 
     d = support.tmpdir()
     try:
         path = d + "/settings.json"
         raw = dict(RAW, **extra)
         support.write_file(path, json.dumps(raw).encode())
-        conffile.save(start.key_path_for(path), KEY.to_bytes())
+        conffile.save(config.key_path_for(path), KEY.to_bytes())
         board = SimBoard((2026, 1, 5, 12 * 3600), None, Settings(raw), meter="ideal")
 
         def no_modem(settings):
@@ -428,7 +432,7 @@ def _comms_fault_at_start_up(extra):
 
         board.modem = no_modem
         asyncio.new_event_loop()
-        app = start.build(path, board=board)
+        app = build(path, board=board)
         assert app.comms is None and app.sms is None
         for k in extra:  # the setting stands; only the part that failed is off
             assert app.meter.settings.raw[k] == extra[k]

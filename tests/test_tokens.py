@@ -10,8 +10,8 @@ import binascii
 
 import support
 
-from firmware import compact, envelope, keys, tokencodes
-from firmware.cipher64 import Cipher64
+from firmware.tokens import compact, envelope, keys, codes as tokencodes
+from firmware.tokens.cipher64 import Cipher64
 
 VK = bytes(range(32))
 METER = 12345678901

@@ -3,9 +3,10 @@ compact token's 66 bits and every single-digit change, and 10,000 random 20-digi
 each with the reject code it must get (and none accepted).
 """
 
-from firmware import compact, envelope, keys, tokenmint, tokens
-from firmware import tokencodes as rc
-from firmware.cipher64 import Cipher64
+from firmware.tokens import compact, envelope, keys, gate as tokens
+from tools.sim import tokenmint
+from firmware.tokens import codes as rc
+from firmware.tokens.cipher64 import Cipher64
 
 VK = bytes(range(32))
 METER = 12345678901

@@ -1,8 +1,8 @@
-"""Portable tests of firmware/wallclock.py: calendar arithmetic, the advancing clock, parsing."""
+"""Portable tests of firmware/billing/wallclock.py: calendar arithmetic, the advancing clock, parsing."""
 
 import support
-from firmware import wallclock as wc
-from firmware.wallclock import WallClock
+from firmware.billing import wallclock as wc
+from firmware.billing.wallclock import WallClock
 
 # (y, m, d, days from 2000-01-01, weekday 0=Mon), checked against CPython's datetime
 KNOWN = (

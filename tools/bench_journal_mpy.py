@@ -1,9 +1,9 @@
 """The two journal designs measured on the NOR flash model (runs under micropython).
 
-  ring:  firmware/journal.py, an append-only ring of 256-byte slots on a raw partition
+  ring:  firmware/storage/journal.py, an append-only ring of 256-byte slots on a raw partition
          (16 sectors, 64 KB)
   lfs_ab / lfs_inplace: the same state record as a littlefs file (vfs.VfsLfs2 on the NOR
-         model, 64 sectors): two alternating files (firmware/statefile.py), or one file
+         model, 64 sectors): two alternating files (firmware/storage/statefile.py), or one file
          rewritten in place
 
 For each: flash erases and program operations per save, bytes programmed per save, the
@@ -21,9 +21,9 @@ import time
 
 import vfs
 
-from firmware.journal import Journal
+from firmware.storage.journal import Journal
 from firmware.app import STATE_FIELDS
-from firmware.statefile import StateFile
+from firmware.storage.statefile import StateFile
 from tools.sim.nor import NorFlash
 
 N = len(STATE_FIELDS)
@@ -77,7 +77,7 @@ def lfs(inplace):
     vfs.mount(vfs.VfsLfs2(flash), "/bench")
     try:
         if inplace:
-            from firmware import record
+            from firmware.storage import record
 
             seq = [0]
 

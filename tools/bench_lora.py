@@ -36,7 +36,7 @@ import time
 import paho.mqtt.client as paho
 
 from drivers.lorawan import time_on_air_us
-from firmware.settings import SCHEMA
+from firmware.billing.settings import SCHEMA
 from tools.bridge import config as bconfig
 from tools.bridge import service
 from tools.sim.broker import Broker

@@ -18,7 +18,7 @@ import time
 import micropython
 
 from firmware.app import App
-from firmware.settings import Settings
+from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
 
 N = 5000

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 
-from firmware import openpaygo
+from firmware.tokens.openpaygo import decoder as openpaygo
 
 # Made once with openpaygo 0.6.3 on CPython: generate_token(secret_key=KEY,
 # count=C, value=V, token_type=TokenType.ADD_TIME) -> (new count, token).

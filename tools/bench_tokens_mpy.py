@@ -10,7 +10,8 @@ import gc
 import json
 import time
 
-from firmware import keys, tokenmint, tokens
+from firmware.tokens import keys, gate as tokens
+from tools.sim import tokenmint
 
 N = 2000
 METER = 12345678901

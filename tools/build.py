@@ -43,7 +43,7 @@ separated, no leading '/'. The combined hash is
     sha256( "".join(path + " " + files[path] + "\\n" for path in sorted(files)) )
 
 over the UTF-8 bytes, hex lowercase: one line per file, path, one space, the file's
-SHA-256 in lowercase hex, a newline, sorted by path. firmware/version.py recomputes it
+SHA-256 in lowercase hex, a newline, sorted by path. firmware/storage/version.py recomputes it
 on the meter (`tech.version()`) over the files actually there and compares.
 
 --frozen: the code is frozen into the firmware with manifest.py, so the image carries
@@ -175,9 +175,9 @@ def code_sources():
     """[(source path, tree-relative name, path in the image)] of the compiled code."""
     out = []
     for d in CODE_DIRS:
-        for src in sorted((ROOT / d).glob("*.py")):
-            rel = d + "/" + src.name
-            out.append((src, rel, d + "/" + src.stem + ".mpy"))
+        for src in sorted((ROOT / d).rglob("*.py")):
+            rel = src.relative_to(ROOT).as_posix()
+            out.append((src, rel, rel[:-3] + ".mpy"))
     for d, mod in DEPS:
         rel = d + "/" + mod
         out.append((ROOT / rel, mod, "lib/" + mod[:-3] + ".mpy"))
@@ -188,7 +188,7 @@ def code_sources():
 def check_settings(data):
     """settings.json bytes as the meter would load them; BuildError naming the field."""
     sys.path.insert(0, str(ROOT))
-    from firmware.start import parse_settings
+    from firmware.config import parse_settings
 
     try:
         parse_settings(data)
@@ -197,7 +197,7 @@ def check_settings(data):
 
 
 def check_key(data):
-    from firmware.keys import load_key
+    from firmware.tokens.keys import load_key
 
     try:
         load_key(data)
@@ -344,7 +344,7 @@ def manifest_py(version, out_dir):
         'require("umqtt.simple")',
     ]
     for d in CODE_DIRS:
-        names = [p.name for p in sorted((ROOT / d).glob("*.py"))]
+        names = [p.relative_to(ROOT / d).as_posix() for p in sorted((ROOT / d).rglob("*.py"))]
         lines.append("package(")
         lines.append('    "%s",' % d)
         lines.append("    files=(")

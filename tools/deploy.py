@@ -4,7 +4,7 @@
     python -m tools.deploy install-shortcuts [--force] [--dry-run]
 
 `push` copies the built software files (build/fs from `python -m tools.build`: boot.py,
-main.py, firmware/*.mpy, drivers/*.mpy, lib/umqtt/simple.mpy, version.json last) to the
+main.py, firmware/**/*.mpy, drivers/**/*.mpy, lib/umqtt/simple.mpy, version.json last) to the
 board without stopping the meter:
 
     mpremote connect PORT resume fs cp -r build/fs/firmware build/fs/drivers build/fs/lib :
@@ -66,18 +66,23 @@ def software_files(stage):
 
 
 def cleanup_code(keep):
-    """MicroPython source run on the board: remove code files the build does not have."""
+    """MicroPython source run on the board: remove code files the build does not have,
+    in the code directories and their sub-packages."""
     return (
         "import os\n"
         "_keep = %r\n"
-        "for _d in %r:\n"
+        "_dirs = list(%r)\n"
+        "while _dirs:\n"
+        "    _d = _dirs.pop()\n"
         "    try:\n"
-        "        _names = os.listdir(_d)\n"
+        "        _names = list(os.ilistdir(_d))\n"
         "    except OSError:\n"
         "        continue\n"
-        "    for _n in _names:\n"
-        "        _p = _d + '/' + _n\n"
-        "        if (_n.endswith('.py') or _n.endswith('.mpy')) and _p not in _keep:\n"
+        "    for _e in _names:\n"
+        "        _p = _d + '/' + _e[0]\n"
+        "        if _e[1] & 0x4000:\n"
+        "            _dirs.append(_p)\n"
+        "        elif (_p.endswith('.py') or _p.endswith('.mpy')) and _p not in _keep:\n"
         "            os.remove(_p)\n"
         "            print('removed', _p)\n"
     ) % (tuple(keep), STALE_DIRS)

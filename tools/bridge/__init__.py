@@ -5,7 +5,7 @@ A LoRaWAN meter speaks no MQTT. The bridge subscribes to the back office's
 `meters/<id>/topup` for the meters of its configuration and publishes each top-up as a
 downlink on the network server's MQTT integration (ChirpStack v4 or The Things Stack v3);
 it takes the uplinks from there, checks each one's tag under the meter's key
-(firmware/lorapayload.py's Receiver) and republishes it as the signed ack, event or state a
+(firmware/comms/lora/payload.py's Receiver) and republishes it as the signed ack, event or state a
 cellular meter sends, so `vend send` and the rest of the back office cannot tell the two
 transports apart.
 

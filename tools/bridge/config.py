@@ -36,7 +36,7 @@ Passwords are never in the file: `password_env` names an environment variable.
 import json
 import os
 
-from firmware import lorapayload as lp
+from firmware.comms.lora import payload as lp
 from tools.vend import core
 
 FLAVOURS = ("chirpstack", "tts")

@@ -29,7 +29,7 @@ meter's message key (tag, then (boot, seq) above the last accepted) and become
                                           "errors","lora_rssi_dbm","lora_snr_db"}: the fields
                                           the last state and meter reading uplinks told
 signed with the meter's message key (tools/vend/messages.sign: the tag of
-firmware/signed.py), with the meter's own (boot, seq), so the back office's checks
+firmware/comms/signed.py), with the meter's own (boot, seq), so the back office's checks
 (messages.verify, messages.Freshness) hold unchanged. `t` is the network server's
 reception time (its JSON's `time` / `received_at`) as seconds since 2000-01-01 in the
 bridge's local time, the bridge's clock when the JSON has none.
@@ -45,8 +45,8 @@ import json
 import re
 import struct
 
-from firmware import lorapayload as lp
-from firmware import tokencodes as rc
+from firmware.comms.lora import payload as lp
+from firmware.tokens import codes as rc
 from tools.vend import core, messages
 
 RECENT_TOKENS = 64  # token ids kept per meter for correlating acks

@@ -16,8 +16,8 @@ arguments as `exec "name=value"` *before* the shortcut's own commands, and that 
 must not be the session's first command. Values are Python source: numbers as they
 are; text (setting names, envelopes in hex, tokens starting with 0 or written with
 dashes) quoted, e.g. token="'0123 4567 ...'". Results are printed a line per item
-(firmware/console.py show()); `tech` is the technician's module (firmware/tech.py),
-imported as `from firmware import tech` so version/audit/safe_mode work in safe mode.
+(firmware/service/console.py show()); `tech` is the technician's module (firmware/service/tech.py),
+imported as `from firmware.service import tech` so version/audit/safe_mode work in safe mode.
 """
 
 import os
@@ -27,8 +27,8 @@ PORT = os.environ.get("METER_PORT", "auto")
 # Turn a numeric argument back into the decimal text tech's calls take (tokens padded
 # to their 20 digits), leave text and None alone.
 _PRELUDE = (
-    "from firmware import tech\n"
-    "from firmware.console import show as _show\n"
+    "from firmware.service import tech\n"
+    "from firmware.service.console import show as _show\n"
     "def _txt(v, digits=0):\n"
     "    if v is None or isinstance(v, str):\n"
     "        return v\n"

@@ -16,9 +16,9 @@ import gc
 
 from drivers.indicator import Indicator
 from drivers.relay import LatchingRelay
-from firmware.journal import Journal
+from firmware.storage.journal import Journal
 from firmware.app import STATE_FIELDS
-from firmware.statefile import StateFile
+from firmware.storage.statefile import StateFile
 from tools.sim.hw import LatchingRelayModel, SimPin
 from tools.sim.mains import Mains
 from tools.sim.nor import NorFlash
@@ -224,7 +224,7 @@ class SimBoard:
     def local_time(self):
         y, m, d, sod = self._start
         # whole seconds of virtual time since the start, carried into the date
-        from firmware.wallclock import WallClock
+        from firmware.billing.wallclock import WallClock
 
         c = WallClock(y, m, d, sod)
         c.advance(self.clock.now // 1000)

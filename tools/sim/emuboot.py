@@ -151,7 +151,7 @@ def journal_record(w):
         return None
     try:
         from firmware.app import STATE_FIELDS
-        from firmware.journal import Journal
+        from firmware.storage.journal import Journal
 
         fields = Journal(w.journal, len(STATE_FIELDS)).load()
     except Exception as e:  # no firmware in the image, or it does not load
@@ -283,7 +283,7 @@ _SAFE = [False]
 
 
 def _safe_mode():
-    m = sys.modules.get("firmware.safemode")
+    m = sys.modules.get("firmware.service.safemode")
     return bool(m is not None and m.active)
 
 

@@ -38,11 +38,11 @@ def shot(name, raw, balance, watts, at_ms, keys):
     """The glass of one meter at at_ms: (bytes, contrast)."""
     import asyncio
 
-    from firmware import keys as keymod
-    from firmware import tokenmint
+    from firmware.tokens import keys as keymod
+    from tools.sim import tokenmint
     from firmware.app import App
-    from firmware.display import Display
-    from firmware.settings import Settings
+    from firmware.ui.display import Display
+    from firmware.billing.settings import Settings
     from tools.sim.board import SimBoard
 
     cfg = dict(RAW)

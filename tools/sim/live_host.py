@@ -141,7 +141,10 @@ class LiveMeter:
             if pred(st):
                 return st
             if time.monotonic() > end:
-                raise LiveError("condition not met in %.0f s; last status: %r" % (timeout, st))
+                raise LiveError(
+                    "condition not met in %.0f s; last status: %r\nmeter output:\n%s"
+                    % (timeout, st, "".join(self.lines[-40:]))
+                )
             time.sleep(every)
 
     def stop(self):

@@ -7,7 +7,7 @@ URCs (`+CIPRXGET: 1,<link>` once until the buffer is drained, `+QIURC: "recv",<i
 It runs under CPython and MicroPython's unix port (`socket`, `select.poll`), has no task
 of its own and never blocks: SimUART calls `poll()` on every firmware UART call, which
 emits the replies that are due by the injected clock and moves the network bytes. Use a
-real-time clock (firmware.clock.Clock) when real sockets are involved; a VirtualClock is
+real-time clock (drivers.clock.Clock) when real sockets are involved; a VirtualClock is
 fine for everything else (registration, SIM, faults without TCP).
 
 Fault switches (attributes, change them any time) and actions:

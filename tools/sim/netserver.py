@@ -56,7 +56,7 @@ TENANT = "52f14cd4-c6f1-4fbd-8f87-4025e1d49242"
 PROFILE = "3ab59a61-b5c8-4ab2-8a0f-3a3b0f0b0d52"
 GATEWAY = "0016c001f153a14c"
 # largest downlink FRMPayload per downlink DR (spec modems.md 3.3; LoRaMac-node's tables).
-# Kept here, apart from firmware/lorapayload.py: tools/sim imports nothing from firmware/.
+# Kept here, apart from firmware/comms/lora/payload.py: tools/sim imports nothing from firmware/.
 DOWNLINK_MAX = {
     "EU868": (51, 51, 51, 115, 242, 242, 242),
     "US915": (0, 0, 0, 0, 0, 0, 0, 0, 53, 129, 242, 242, 242, 242),

@@ -2,7 +2,7 @@
 clock's ticks_ms, ticks_diff and sleep_ms, so the board models (relay, ideal source)
 run against the wall clock when the meter talks to real sockets (tools/sim/live.py)."""
 
-from firmware.clock import Clock
+from drivers.clock import Clock
 
 
 class RealClock(Clock):

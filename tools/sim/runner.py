@@ -25,8 +25,11 @@ gc.collect()
 _HEAP_NO_FIRMWARE = gc.mem_alloc()
 import drivers.indicator  # noqa: E402, F401  (the simulated board's drivers)
 import drivers.relay  # noqa: E402, F401
-from firmware import conffile, start, tokencodes  # noqa: E402
-from firmware.settings import Settings  # noqa: E402
+from firmware.storage import conffile  # noqa: E402
+from firmware import config  # noqa: E402
+from firmware.build import build  # noqa: E402
+from firmware.tokens import codes as tokencodes  # noqa: E402
+from firmware.billing.settings import Settings  # noqa: E402
 
 gc.collect()
 CODE_HEAP = gc.mem_alloc() - _HEAP_NO_FIRMWARE
@@ -93,7 +96,7 @@ def main(path):
     if sc.get("fresh", True):
         conffile.save(settings_path, json.dumps(sc["settings"]).encode())
         if sc.get("meter_key"):  # the meter key file, as provisioning writes it
-            conffile.save(start.key_path_for(settings_path), bytes.fromhex(sc["meter_key"]))
+            conffile.save(config.key_path_for(settings_path), bytes.fromhex(sc["meter_key"]))
     cur = [None]  # the running App: a power cut replaces it
     origin = [None]
     reboots = [0]
@@ -101,7 +104,7 @@ def main(path):
     def boot():
         """Start the meter as main.py does after a reset, on the board's hardware."""
         asyncio.new_event_loop()  # the dead meter's tasks die with it
-        app = start.build(settings_path, board=board, tick_ms=sc["step_s"] * 1000)
+        app = build(settings_path, board=board, tick_ms=sc["step_s"] * 1000)
         cur[0] = app
         if shots is not None:
             shots.attach(app)

@@ -2,13 +2,13 @@
 
 A scenario holds the simulation's own keys (start, duration_s, step_s, balance, debt,
 load, topups, actions, faults, relay_closed, meter) and, beside them, any meter setting
-(firmware/settings.py), validated by the firmware's own schema. `normalise()` turns
+(firmware/billing/settings.py), validated by the firmware's own schema. `normalise()` turns
 the decimal strings into the integers the MicroPython runner uses.
 """
 
-from firmware import money
-from firmware.settings import Settings
-from firmware.wallclock import parse_datetime
+from firmware.billing import money
+from firmware.billing.settings import Settings
+from firmware.billing.wallclock import parse_datetime
 
 SIM_KEYS = ("start", "duration_s", "step_s", "balance", "debt", "load", "topups", "actions")
 SIM_KEYS += ("relay_closed", "series_s", "faults", "meter", "meter_constant", "power_cuts")

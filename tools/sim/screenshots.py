@@ -31,7 +31,7 @@ class Screenshots:
     def attach(self, app):
         """Run a display on this App (until the App runs one of its own)."""
         if getattr(app, "display", None) is None:
-            from firmware.display import Display
+            from firmware.ui.display import Display
 
             app.display = Display(app, self.board.display, self.clock)
             app.extra_tasks.append(app.display.run())

@@ -1,4 +1,4 @@
-"""Virtual time for the simulated board: the clock protocol of firmware.clock.
+"""Virtual time for the simulated board: the clock protocol of drivers.clock.
 
 Tasks that `await clock.sleep_ms(ms)` are parked until the simulation driver moves
 virtual time to their wake-up; `run()` jumps from one wake-up (or scheduled action)

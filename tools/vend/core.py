@@ -3,7 +3,7 @@ STS CRC and amount encoding, compact tokens and envelopes, and an explainer.
 
 Written apart from the firmware on purpose (stdlib `hmac`, `cryptography` for AES, a
 table-driven CRC, byte-oriented Feistel) so each checks the other; the layouts are the
-ones documented in firmware/compact.py, firmware/envelope.py and firmware/keys.py.
+ones documented in firmware/tokens/compact.py, firmware/tokens/envelope.py and firmware/tokens/keys.py.
 """
 
 import datetime
@@ -391,7 +391,7 @@ def decode_compact(key, digits):
 def envelope(
     key, revision, meter_id, token_id, issued, expiry, kind, value, aux=0, material=None, iv=None
 ):
-    """The 70-byte envelope (layout in firmware/envelope.py); iv: 16 bytes, random if None."""
+    """The 70-byte envelope (layout in firmware/tokens/envelope.py); iv: 16 bytes, random if None."""
     if not 1 <= token_id <= TOKEN_ID_MAX:
         raise VendError("token id: 1..%d" % TOKEN_ID_MAX)
     if not 0 <= value <= 0xFFFFFFFF:

@@ -1,0 +1,59 @@
+"""The meter's event log: a bounded ring of (stamp, kind, balance, value) and listeners.
+
+Every event has a time (meter stamp: seconds since 2000-01-01 local), a kind (one of
+the names below), the balance after it (minor units) and one integer detail (an
+amount, a power in watts or a reason mask). Listeners (indicators, comms, the
+simulator's report) are called with the same four values. Emitting allocates the
+record, so events are kept out of the steady-state tick: they happen on changes.
+"""
+
+LOW_CREDIT = "low_credit"
+LOW_CREDIT_REMINDER = "low_credit_reminder"
+DISCONNECT = "disconnect"
+RECONNECT = "reconnect"
+READY_FOR_RECONNECTION = "ready_for_reconnection"
+FRIENDLY_HOLD = "friendly_hold"
+EMERGENCY_CREDIT = "emergency_credit_invoked"
+TOPUP = "topup"
+DEBT_RECOVERED = "debt_recovered"
+MAX_POWER_TRIP = "max_power_trip"
+MAX_POWER_RETRY = "max_power_retry"
+MAX_POWER_LOCKOUT = "max_power_lockout"
+LOCKOUT_CLEARED = "lockout_cleared"
+BILLING_MONTH = "billing_month"
+RELAY_FAULT = "relay_fault"
+BOOT = "boot"
+# The settings file did not load; detail 1: the copy of a save cut between its renames
+# (settings.json.new), 2: the last good copy (settings.json.bak).
+CONFIG_FALLBACK = "config_fallback"
+# Tokens (firmware/tokens/intake.py): a refused token (detail: the result code), an accepted
+# management token (detail: its token id), a management value the schema refused.
+TOKEN_REJECTED = "token_rejected"
+TOKEN_ACCEPTED = "token_accepted"
+SETTING_REFUSED = "setting_refused"
+# The back office (firmware/comms/mqtt/conversation.py): the passive tariff became active (detail: the new
+# price now), a command changed the settings or the relay (detail: the command id).
+TARIFF_ACTIVATED = "tariff_activated"
+REMOTE_COMMAND = "remote_command"
+# No usable settings file: running on defaults; detail 0: no file, 1: files all bad.
+CONFIG_DEFAULTS = "config_defaults"
+
+
+class EventLog:
+    def __init__(self, size=100):
+        self.size = size
+        self.items = []
+        self.total = 0
+        self.listeners = []
+
+    def emit(self, stamp, kind, balance, value=0):
+        rec = (stamp, kind, balance, value)
+        if len(self.items) >= self.size:
+            self.items.pop(0)
+        self.items.append(rec)
+        self.total += 1
+        for fn in self.listeners:
+            fn(stamp, kind, balance, value)
+
+    def last(self, n=10):
+        return self.items[-n:]

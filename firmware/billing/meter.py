@@ -1,0 +1,156 @@
+"""The prepaid meter's core: one tick turns energy into money and decides the supply.
+
+`Meter` owns the clock, ledger, tariff and credit control for one meter and is what
+the asyncio app, the simulator and the technician's REPL drive. `tick()` is the
+steady-state path: it allocates nothing unless an event fires. Its state is captured
+by `snapshot()` (a fixed tuple of integers for the journal) and `restore()`.
+"""
+
+from firmware.billing import events as ev
+from firmware.billing.events import EventLog
+from firmware.billing.ledger import Ledger
+from firmware.billing.policy import CONNECTED, CreditControl
+
+# Journal record fields, in order (all integers).
+STATE_FIELDS = (
+    "stamp",
+    "balance",
+    "carry",
+    "standing_carry",
+    "debt",
+    "energy_wh",
+    "energy_mwh",
+    "month_wh",
+    "month_mwh",
+    "month_key",
+    "credited",
+    "charged",
+    "recovered",
+    "control_state",
+    "open_reasons",
+    "flags",
+)
+_FLAG_EC = 1
+_FLAG_LOW_ARMED = 2
+
+
+class Meter:
+    def __init__(self, settings, clock, log=None):
+        self.settings = settings
+        self.clock = clock
+        self.log = log if log is not None else EventLog()
+        self.ledger = Ledger()
+        self.control = CreditControl(settings, self.ledger, clock, self.log)
+        self.month_key = clock.year * 100 + clock.month
+        self.power_w = 0
+
+    def tick(self, seconds, mwh, power_w):
+        """Advance `seconds`, bill `mwh` of energy, update credit control."""
+        c = self.clock
+        led = self.ledger
+        s = self.settings
+        c.advance(seconds)
+        if c.new_month:
+            self._new_month()
+        if mwh:
+            led.charge_energy(s.tariff.cost(mwh, c, led.month_wh, led.month_mwh))
+            led.add_energy(mwh)
+        if s.standing_charge_per_day and (
+            s.standing_charge_when_off or self.control.control_state == CONNECTED
+        ):
+            led.charge_standing(s.standing_charge_per_day, seconds)
+        self.power_w = power_w
+        self.control.update(seconds, power_w)
+
+    def _new_month(self):
+        self.ledger.new_month()
+        self.month_key = self.clock.year * 100 + self.clock.month
+        self.log.emit(self.clock.stamp(), ev.BILLING_MONTH, self.ledger.balance, self.month_key)
+
+    def credit(self, amount):
+        """Add a verified top-up (minor units); returns the part that repaid debt."""
+        if amount <= 0:
+            raise ValueError("amount: must be positive")
+        to_debt = self.ledger.credit(amount, self.settings.debt_recovery_percent)
+        stamp = self.clock.stamp()
+        self.log.emit(stamp, ev.TOPUP, self.ledger.balance, amount)
+        if to_debt:
+            self.log.emit(stamp, ev.DEBT_RECOVERED, self.ledger.balance, to_debt)
+        self.control.after_credit()
+        return to_debt
+
+    def open_account(self, balance, debt=0):
+        """Commissioning (simulator, tests): a meter handed over supplying, with an
+        opening balance and debt; the credit rules then apply as usual."""
+        self.ledger.balance = balance
+        self.ledger.debt = debt
+        self.control.open_reasons = 0
+        self.control.control_state = CONNECTED
+        self.control.after_credit()
+
+    def configure(self, settings):
+        self.settings = settings
+        self.control.configure(settings)
+
+    def price_now(self):
+        """Current price in price units (1/100 minor unit per kWh)."""
+        return self.settings.tariff.price_now(self.clock, self.ledger.month_wh)
+
+    def relay_closed(self):
+        return self.control.relay_closed()
+
+    # -- persistence ------------------------------------------------------------
+    def snapshot(self):
+        led = self.ledger
+        ctl = self.control
+        flags = (_FLAG_EC if ctl.ec_invoked else 0) | (_FLAG_LOW_ARMED if ctl.low_armed else 0)
+        return (
+            self.clock.stamp(),
+            led.balance,
+            led.carry,
+            led.standing_carry,
+            led.debt,
+            led.energy_wh,
+            led.energy_mwh,
+            led.month_wh,
+            led.month_mwh,
+            self.month_key,
+            led.credited,
+            led.charged,
+            led.recovered,
+            ctl.control_state,
+            ctl.open_reasons,
+            flags,
+        )
+
+    def restore(self, state):
+        """Take a snapshot back (after a reboot); the clock must already be set."""
+        led = self.ledger
+        ctl = self.control
+        (
+            _,
+            led.balance,
+            led.carry,
+            led.standing_carry,
+            led.debt,
+            led.energy_wh,
+            led.energy_mwh,
+            led.month_wh,
+            led.month_mwh,
+            month_key,
+            led.credited,
+            led.charged,
+            led.recovered,
+            ctl.control_state,
+            ctl.open_reasons,
+            flags,
+        ) = state
+        ctl.ec_invoked = bool(flags & _FLAG_EC)
+        ctl.low_armed = bool(flags & _FLAG_LOW_ARMED)
+        # Timers restart from the reboot: a max-power trip waits its full retry time
+        # again and a low-credit reminder is not fired the moment the meter is back.
+        ctl.retry_at = ctl.now + self.settings.max_power_retry_s
+        ctl.next_reminder = ctl.now + self.settings.low_credit_repeat_s
+        self.month_key = month_key
+        if month_key != self.clock.year * 100 + self.clock.month:
+            self._new_month()

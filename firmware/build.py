@@ -1,0 +1,123 @@
+"""The meter assembled on its board: settings and keys from their files, the board (the
+ESP32's, or the one the simulator passes), the state store, the App and its transports.
+
+`build()` is what start-up and the simulator call. A comms, LoRaWAN or SMS fault while
+building is printed and the meter runs without it: metering never depends on them.
+The state store is the journal on its raw `journal` partition, or, on a partition table
+without one (a stock image), the A/B state files on littlefs.
+"""
+
+import os
+
+from firmware import config
+from firmware.app import STATE_FIELDS, App
+from firmware.storage import conffile
+from firmware.storage.journal import Journal
+from firmware.storage.statefile import StateFile
+from drivers.clock import Clock
+
+STATE_DIR = "state"
+
+
+def make_store(partition):
+    """The state store: the journal on its raw partition, or (a partition table without
+    one, e.g. a stock image) the A/B state files on littlefs."""
+    if partition is not None:
+        return Journal(partition, len(STATE_FIELDS))
+    try:
+        os.mkdir(STATE_DIR)
+    except OSError:
+        pass
+    return StateFile(STATE_DIR, len(STATE_FIELDS))
+
+
+def build(path=config.SETTINGS_PATH, board=None, tick_ms=1000):
+    """The meter as main.py starts it: settings from `path`, then the board (the ESP32's
+    unless one is given: the simulator passes its own), then the App."""
+    settings, pins, cal, report = config.load_settings(path)
+    if board is None:
+        from drivers.board import Board
+
+        part = Board.journal_partition()
+        if part is None:
+            print("storage: no 'journal' partition: state in littlefs files")
+        board = Board(
+            pins,
+            make_store(part),
+            Clock(),
+            calibration=cal,
+            relay_pulse_ms=settings.relay_pulse_ms,
+            relay_min_ms=settings.relay_min_interval_ms,
+        )
+    key_path = config.key_path_for(path)
+    key, key_report = config.load_meter_key(key_path)
+    app = App(
+        board,
+        settings,
+        tick_ms=tick_ms,
+        key=key,
+        key_path=key_path,
+        on_settings=lambda raw: config.save_meter_settings(raw, path),
+    )
+    config.report_config(app.meter, report, path)  # the log exists only now
+    if key_report is not None and key_report[0] is not None:
+        config.report_config(app.meter, key_report, key_path)
+    elif key is None:
+        print("keys: no meter key in " + key_path + ": tokens answer NotReady")
+    link = None
+    if settings.transport == "lorawan":
+        start_lorawan(app, board, settings, key, key_path)
+    elif settings.mqtt_host:
+        if key is None:
+            print("comms: no meter key: MQTT off (messages are signed with it)")
+        else:
+            from firmware.comms.mqtt.conversation import Comms
+
+            try:  # a comms fault must never keep the meter from metering
+                link = board.modem(settings)
+                app.comms = Comms(app, link, key)
+            except Exception as e:
+                link = app.comms = None
+                print("comms: not started: " + repr(e))
+    if settings.sms_to:  # SMS to the customer: the modem runs for it, MQTT or not
+        try:  # like comms: a fault here must never keep the meter from metering
+            from firmware.comms.sms import Notifier
+
+            own = link is None
+            if own:
+                link = board.modem(settings)
+            app.sms = Notifier(app, link)
+            if own:
+                app.extra_tasks.append(link.run())
+            app.extra_tasks.append(app.sms.run())
+        except Exception as e:
+            app.sms = None
+            print("sms: not started: " + repr(e))
+    return app
+
+
+def start_lorawan(app, board, settings, key, key_path):
+    """The LoRaWAN transport (firmware/comms/lora/conversation.py) as app.comms: the AppKey from
+    lora.key beside meter.key. No meter key, no usable key file or any fault building it:
+    printed, and the meter runs without LoRa (metering never depends on it). Returns
+    the LoRaComms or None."""
+    if key is None:
+        print("lora: no meter key: LoRaWAN off (uplinks are signed with it)")
+        return None
+    from firmware.comms.lora import appkey as lorakey
+
+    path = conffile.beside(key_path, config.LORA_KEY_FILE)
+    try:  # a comms fault must never keep the meter from metering
+        appkey, source, reason = conffile.load(path, lorakey.load)
+        if appkey is None:
+            print("lora: no usable AppKey in " + path + " (" + str(reason) + "): LoRaWAN off")
+            return None
+        if source != conffile.MAIN:
+            print("lora: " + path + ": " + str(reason) + "; using " + path + "." + source)
+        from firmware.comms.lora.conversation import LoRaComms
+
+        app.comms = LoRaComms(app, board.lorawan(settings, appkey), key)
+    except Exception as e:
+        app.comms = None
+        print("lora: not started: " + repr(e))
+    return app.comms

@@ -1,0 +1,330 @@
+"""The back office over LoRaWAN: top-up downlinks in, signed 11-byte uplinks out.
+
+The counterpart of firmware/comms/mqtt/conversation.py for a meter whose transport is "lorawan":
+
+    lc = LoRaComms(app, link, key)     # link: drivers/lorawan.LoRaWAN (run, send, take,
+    app.comms = lc                     #   hold_ms, joined, telemetry); key: the MeterKey
+    asyncio.create_task(link.run())    # the driver keeps the modem joined
+    asyncio.create_task(lc.run())      # downlinks, acks, events, state: forever
+
+It owns the conversation, not the radio:
+- Top-ups. A downlink on lorapayload.TOPUP_PORT (the compact token as 9 bytes or 10 of
+  BCD, or the 70-byte envelope) goes to `lorapayload.apply_downlink(app, payload)`, the one
+  credit path: its anti-replay decides, so a downlink the network delivers twice credits
+  once and the second answers `used`. A payload that is no token answers `format`. The
+  downlinks wait in the driver's inbox and are taken here, outside the UART poll (the
+  credit path writes the journal). Other ports are counted (`strays`) and ignored.
+- Acks. Each top-up downlink is answered by one token-ack uplink (lorapayload.Uplinks:
+  result code, token id low 16 bits, balance after it), sent confirmed, ahead of the
+  events not yet sent; tried `tries` times when the network does not acknowledge it.
+- Events. Only the kinds in AIR_EVENTS (below) cost airtime; the others are counted
+  (`skipped`): the ack and the state already carry a top-up, and repeats (reminders,
+  each max-power trip, keypad rejects, billing months) would spend a duty cycle that a
+  SF12 meter has little of. Unconfirmed.
+- State and meter reading. The state uplink after every join, after a top-up, a
+  disconnect, reconnect or ready-for-reconnection, and whenever the relay's contacts
+  move; the state and the meter reading (energy, open reasons, task errors) together
+  every `lora_state_period_s`. A state waiting in the queue is built when it is sent, so
+  it is never stale, and there is at most one of each waiting. Unconfirmed.
+- Numbering. Every uplink is signed and numbered (boot = App.boots, journaled before the
+  first uplink of a start; seq from 1) when it is first sent, so the seq order is the
+  air order the back office's lorapayload.Receiver requires; a retry keeps its bytes.
+- The queue. `queue_max` uplinks wait while the modem is not joined or the duty cycle
+  holds the band (lorawan.hold_ms): the loop keeps taking downlinks meanwhile instead of
+  sitting in the driver's hold. Full: the oldest event not yet sent goes first (counted
+  in `dropped`). An uplink the DR cannot carry (too_long) is dropped, never sent.
+- Deadlines. Every await has one: the uplink `send_ms` (the confirmed end event and at
+  most a short hold), the loop's sleeps. Any failure is counted and the loop goes on
+  after a second; nothing here is on the metering path.
+"""
+
+from firmware.billing import events as ev
+from firmware.comms.lora import payload as lp
+from firmware.tokens import codes as rc
+from firmware.billing.settings import parse_meter_id
+from firmware.tokens.keys import meter_id_bytes
+
+# The event kinds worth airtime: the supply cut or back, credit running out, a lockout,
+# a relay fault, a tariff change. A start shows as the state after the join (a new boot
+# number); the start-up events (boot, config_*) come before the conversation exists.
+AIR_EVENTS = (
+    ev.LOW_CREDIT,
+    ev.DISCONNECT,
+    ev.RECONNECT,
+    ev.READY_FOR_RECONNECTION,
+    ev.EMERGENCY_CREDIT,
+    ev.MAX_POWER_LOCKOUT,
+    ev.RELAY_FAULT,
+    ev.TARIFF_ACTIVATED,
+)
+_STATE_EVENTS = (ev.DISCONNECT, ev.RECONNECT, ev.TOPUP, ev.READY_FOR_RECONNECTION)
+
+# queue item kinds, in the order of lorapayload's types
+_STATE = 0
+_ACK = 1
+_EVENT = 2
+_METER = 3
+_NAMES = ("state", "ack", "event", "meter")
+
+# drivers/lorawan.py LoRaError reasons (firmware imports nothing of drivers)
+_TOO_LONG = "too_long"
+_DUTY_CYCLE = "duty_cycle"
+_NOT_JOINED = "not_joined"
+_BUSY = "busy"
+
+
+class LoRaComms:
+    """app: firmware.app.App; link: drivers/lorawan.LoRaWAN; key: the MeterKey (signs;
+    after a key change token the new key does)."""
+
+    def __init__(self, app, link, key, queue_max=16, tries=3, poll_ms=50, send_ms=60000):
+        s = app.meter.settings
+        self.app = app
+        self.link = link
+        self.clock = app.board.clock
+        self.meter_id = parse_meter_id(s.meter_id)
+        self.up = lp.Uplinks(key.msg_mac(), meter_id_bytes(self.meter_id), app.boots)
+        self.queue_max = queue_max
+        self.tries = tries
+        self.poll_ms = poll_ms
+        self.send_ms = send_ms
+        self.queue = []  # [kind, payload or None (signed when first sent), fields, tries]
+        self._state_at = None
+        self._relay_seen = None
+        self._was_online = False
+        self.stats = {
+            "uplinks": 0,
+            "acks": 0,
+            "events": 0,
+            "states": 0,
+            "meters": 0,
+            "topups": 0,
+            "strays": 0,
+            "skipped": 0,
+            "dropped": 0,
+            "unacked": 0,
+            "refused": 0,
+            "held": 0,
+            "joins": 0,
+            "errors": 0,
+            "last_error": None,
+        }
+        self._stop = False
+        app.meter.log.listeners.append(self._on_event)
+
+    @property
+    def online(self):
+        return self.link.joined
+
+    @property
+    def seq(self):
+        return self.up.seq
+
+    def telemetry(self):
+        """The conversation's figures beside the modem's (tech.status(), the live meter)."""
+        t = self.link.telemetry()
+        out = {
+            "joined": t.get("joined"),
+            "dr": t.get("dr"),
+            "rssi": t.get("rssi"),
+            "snr": t.get("snr"),
+            "airtime_ms": t.get("airtime_ms"),
+            "queued": len(self.queue),
+            "boot": self.up.boot,
+            "seq": self.up.seq,
+        }
+        for k in self.stats:
+            out[k] = self.stats[k]
+        return out
+
+    # -- what goes up -------------------------------------------------------------------
+
+    def _on_event(self, stamp, kind, balance, value):
+        if kind in _STATE_EVENTS:
+            self._want(_STATE)
+        if kind in AIR_EVENTS:
+            self._put(_EVENT, (kind, balance, value if isinstance(value, int) else 0))
+        else:
+            self.stats["skipped"] += 1
+
+    def _want(self, kind):
+        """A state (or meter reading) is due: one waits in the queue at most."""
+        if _find_unsent(self.queue, kind) is None:
+            self._put(kind, None)
+
+    def _put(self, kind, fields):
+        q = self.queue
+        if len(q) >= self.queue_max:
+            for k in (_EVENT, _METER, _STATE, _ACK):  # the oldest unsent event first
+                i = _find_unsent(q, k)
+                if i is not None:
+                    q.pop(i)
+                    break
+            else:
+                q.pop(0)
+            self.stats["dropped"] += 1
+        i = len(q)
+        if kind == _ACK:  # ahead of everything not yet on its way but other acks
+            while i and q[i - 1][0] != _ACK and q[i - 1][1] is None:
+                i -= 1
+        q.insert(i, [kind, None, fields, 0])
+
+    def _payload(self, item):
+        mac = self.app.intake.msg_mac()  # the key in force (a key change token)
+        if mac is not None:
+            self.up.mac = mac
+        app = self.app
+        m = app.meter
+        kind, _, f, _ = item
+        if kind == _ACK:
+            return self.up.ack(f[0], f[1], f[2])
+        if kind == _EVENT:
+            return self.up.event(f[0], f[1], f[2])
+        ctl = m.control
+        if kind == _STATE:
+            power = getattr(app.board.source, "power_w", 0)
+            return self.up.state(
+                m.ledger.balance,
+                ctl.credit_status(),
+                ctl.control_state,
+                app.board.relay.closed,
+                power if isinstance(power, int) else int(power),
+            )
+        return self.up.meter(m.ledger.energy_wh, ctl.open_reasons, app.errors)
+
+    # -- what comes down ----------------------------------------------------------------
+
+    def _take_downlinks(self):
+        while True:
+            d = self.link.take()
+            if d is None:
+                return
+            port, payload = d[0], d[1]
+            if port != lp.TOPUP_PORT:
+                self.stats["strays"] += 1
+                continue
+            try:
+                self._topup(payload)
+            except MemoryError:
+                raise
+            except Exception as e:  # one bad downlink must not lose the others
+                self._failed(e)
+
+    def _topup(self, payload):
+        self.stats["topups"] += 1
+        app = self.app
+        got = lp.apply_downlink(app, payload)
+        if got is None:
+            m = app.meter
+            m.log.emit(m.clock.stamp(), ev.TOKEN_REJECTED, m.ledger.balance, rc.FORMAT)
+            self._put(_ACK, (rc.FORMAT, 0, m.ledger.balance))
+            return
+        r, balance, tid = got
+        self._put(_ACK, (r.code, tid, balance))
+        self._want(_STATE)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _due(self):
+        clk = self.clock
+        now = clk.ticks_ms()
+        joined = self.link.joined
+        if joined and not self._was_online:
+            self.stats["joins"] += 1
+            self._want(_STATE)  # the network hears of the meter at every join
+        self._was_online = joined
+        relay = self.app.board.relay.closed
+        if relay is not self._relay_seen:  # the contacts moved
+            if self._relay_seen is not None:
+                self._want(_STATE)
+            self._relay_seen = relay
+        period = self.app.meter.settings.lora_state_period_s * 1000
+        if self._state_at is None or clk.ticks_diff(now, self._state_at) >= period:
+            self._state_at = now
+            self._want(_STATE)
+            self._want(_METER)
+
+    async def run(self):
+        """Take downlinks, answer them, send what is due; never returns (until stop())."""
+        self._stop = False
+        while not self._stop:
+            try:
+                await self._step()
+            except Exception as e:  # the service task must not die
+                self._failed(e)
+                await self.clock.sleep_ms(1000)
+
+    def stop(self):
+        self._stop = True
+
+    def _failed(self, e):
+        """A fault of this code (not the radio's): counted here and in app.errors."""
+        self.stats["errors"] += 1
+        self.stats["last_error"] = repr(e)
+        self.app._error("loracomms", e)
+
+    async def _step(self):
+        link = self.link
+        self._take_downlinks()
+        self._due()
+        if not self.queue or not link.joined:
+            await self.clock.sleep_ms(self.poll_ms)
+            return
+        wait = link.hold_ms(lp.SIZE)
+        if wait < 0:  # longer than the daily airtime budget: it would never go
+            self.queue.pop(0)
+            self.stats["refused"] += 1
+            return
+        if wait > 0:  # the duty cycle holds the band: downlinks are still taken
+            self.stats["held"] += 1
+            await self.clock.sleep_ms(self.poll_ms if wait > self.poll_ms else wait)
+            return
+        await self._send(self.queue[0])
+
+    async def _send(self, item):
+        app = self.app
+        if item[1] is None:
+            if not app.boots_saved:
+                app.save()  # this start's number is in the journal before any uplink
+            item[1] = self._payload(item)
+        confirmed = item[0] == _ACK
+        reason = None
+        ok = False
+        try:
+            ok = await self.link.send(lp.UPLINK_PORT, item[1], confirmed, self.send_ms)
+        except Exception as e:
+            reason = getattr(e, "reason", None)
+            if reason is None:
+                self._failed(e)
+            else:
+                self.stats["last_error"] = reason
+        q = self.queue
+        if ok:
+            self._done(item)
+            self.stats["uplinks"] += 1
+            self.stats[_NAMES[item[0]] + "s"] += 1
+            return
+        if reason == _TOO_LONG:  # the DR cannot carry it: never sent, never retried
+            self._done(item)
+            self.stats["refused"] += 1
+            return
+        if reason in (_DUTY_CYCLE, _NOT_JOINED, _BUSY):
+            await self.clock.sleep_ms(self.poll_ms)  # not an attempt: it waits its turn
+            return
+        item[3] += 1  # unacknowledged, timed out, cut by a reboot, refused by the modem
+        if item[3] >= self.tries and q and q[0] is item:
+            q.pop(0)
+            self.stats["unacked"] += 1
+        await self.clock.sleep_ms(self.poll_ms)
+
+    def _done(self, item):
+        q = self.queue
+        if q and q[0] is item:
+            q.pop(0)
+
+
+def _find_unsent(q, kind):
+    for i in range(len(q)):
+        if q[i][0] == kind and q[i][1] is None:
+            return i
+    return None

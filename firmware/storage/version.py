@@ -1,0 +1,133 @@
+"""Software identification (legal metrology): the version and a hash of the firmware files.
+
+The build (tools/build) writes `version.json` into the image: the version, the files it
+put there with the SHA-256 of each, and the combined hash. `identify()` recomputes the
+same hashes over the files as they are on the meter now and says whether they match, so
+a technician (and the back office, through `tech.version()`) can tell a meter runs the
+software that was certified and that no file was changed or is missing.
+
+Combined hash: SHA-256 over the UTF-8 lines `<path> <sha256 hex of the file's bytes>\\n`
+of every file, sorted by path (paths relative to the root, '/' separated). Without a
+`version.json` (a development tree) the files hashed are boot.py, main.py and the .py
+and .mpy files under firmware/ and drivers/, and the version is "unreleased".
+"""
+
+import binascii
+import hashlib
+import json
+import os
+
+MANIFEST = "version.json"
+_DIRS = ("firmware", "drivers")
+
+
+def file_hash(path):
+    """Hex SHA-256 of a file's bytes, read in small pieces; None when it cannot be read."""
+    h = hashlib.sha256()
+    buf = bytearray(512)
+    mv = memoryview(buf)
+    try:
+        with open(path, "rb") as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                h.update(mv[:n])
+    except OSError:
+        return None
+    return binascii.hexlify(h.digest()).decode()
+
+
+def combined(hashes):
+    """The combined hash of {path: hex} (see the module docstring)."""
+    h = hashlib.sha256()
+    for path in sorted(hashes):
+        h.update((path + " " + hashes[path] + "\n").encode())
+    return binascii.hexlify(h.digest()).decode()
+
+
+def _join(root, path):
+    return path if root in ("", ".") else root + "/" + path
+
+
+def _is_dir(path):
+    try:
+        return os.stat(path)[0] & 0x4000 != 0
+    except OSError:
+        return False
+
+
+def _tree(root):
+    names = []
+    for top in ("boot.py", "main.py"):
+        try:
+            os.stat(_join(root, top))
+            names.append(top)
+        except OSError:
+            pass
+    dirs = list(_DIRS)
+    while dirs:
+        d = dirs.pop()
+        try:
+            entries = os.listdir(_join(root, d))
+        except OSError:
+            continue
+        for n in entries:
+            if n.endswith(".py") or n.endswith(".mpy"):
+                names.append(d + "/" + n)
+            elif n != "__pycache__" and _is_dir(_join(root, d + "/" + n)):
+                dirs.append(d + "/" + n)  # a package
+    return names
+
+
+def identify(root=""):
+    """{"version", "hash" (now), "built_hash", "match", "files", "changed", "missing"}.
+    Reads and hashes every file at once: from the asyncio loop use identify_async."""
+    out = {}
+    for _ in _identify(root, out):
+        pass
+    return out
+
+
+async def identify_async(sleep_ms, root=""):
+    """identify(), giving the loop a turn after each file (sleep_ms: the clock's)."""
+    out = {}
+    for _ in _identify(root, out):
+        await sleep_ms(0)
+    return out
+
+
+def _identify(root, out):
+    """Fills `out` (see identify), yielding after each file hashed."""
+    manifest = None
+    try:
+        with open(_join(root, MANIFEST)) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        pass
+    if manifest is not None:
+        names = list(manifest.get("files", {}))
+        version = manifest.get("version", "?")
+    else:
+        names = _tree(root)
+        version = "unreleased"
+    now = {}
+    missing = []
+    for path in names:
+        h = file_hash(_join(root, path))
+        if h is None:
+            missing.append(path)
+        else:
+            now[path] = h
+        yield
+    out["version"] = version
+    out["hash"] = combined(now)
+    out["files"] = len(now)
+    if manifest is not None:
+        built = manifest.get("files", {})
+        out["built_hash"] = manifest.get("hash")
+        out["changed"] = sorted([p for p in now if now[p] != built.get(p)])
+        out["missing"] = sorted(missing)
+        out["match"] = not out["changed"] and not missing and out["hash"] == out["built_hash"]
+    else:
+        out["match"] = None
