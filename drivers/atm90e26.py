@@ -433,6 +433,13 @@ class ATM90E26:
     def rev_mwh(self):
         return self.rev_wh * 1000 + self._rev_m
 
+    def calibration_for(self, **refs):
+        """A new calibration dict from reference readings (drivers/atm90e26_cal.py
+        calibrate's keywords); validated, not loaded: set .cal and begin() to use it."""
+        from drivers.atm90e26_cal import calibrate
+
+        return calibrate(self.cal, **refs)
+
     # -- readings -----------------------------------------------------------------
     def readings(self):
         """Scaled instantaneous values (integers in the units named); allocates."""

@@ -16,7 +16,8 @@ Rooms, lowest first; a module imports only from its own room and the rooms below
     build      the meter assembled from its files and its board (build.py)
     start      what main.py runs: boot-loop guard, watchdog, console, crash log (start.py)
 
-Nothing in firmware/ imports drivers/, except build.py and config.py, which bind the
-board and the metering chip's calibration check: they are where the hardware meets the
-application.
+Nothing in firmware/ imports drivers/, except build.py, config.py and start.py, which
+bind the board, its clock and reset, and the metering chip's check of a calibration:
+they are where the hardware meets the application. Everything else reaches the hardware
+through the board object the app is given.
 """

@@ -223,8 +223,6 @@ def calibrate(volts=None, amps=None, watts=None, watts_half=None, amps_n=None):
         raise RuntimeError("tech: this energy source takes no calibration")
     if volts is None and amps is None and watts is None and watts_half is None and amps_n is None:
         return dict(src.cal)
-    from drivers.atm90e26_cal import calibrate as compute
-
     old = dict(src.cal)
     try:
         r = src.readings()
@@ -234,8 +232,7 @@ def calibrate(volts=None, amps=None, watts=None, watts_half=None, amps_n=None):
         _plausible("amps", i, r["irms_ma"])
         _plausible("amps_n", i_n, r["irms_n_ma"])
         _plausible("watts", p, r["p_w"])
-        new = compute(
-            old,
+        new = src.calibration_for(
             u_ref_cv=u,
             u_read_cv=r["urms_cv"],
             i_ref_ma=i,
