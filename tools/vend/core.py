@@ -256,8 +256,10 @@ def _candidates(units):
 
 
 def parse_money(text, decimals):
-    """Minor units of a decimal string such as "10.00" (no float)."""
+    """Minor units of a decimal string such as "10.00" (ASCII digits only, no float)."""
     s = str(text).strip()
+    if not s.isascii():  # "٣" and "²" are digits to str.isdigit, not amounts
+        raise VendError("amount: ASCII digits expected: %r" % text)
     whole, _, frac = s.partition(".")
     if not whole.isdigit() and not (whole == "" and frac):
         raise VendError("amount: a decimal number expected: %r" % text)
