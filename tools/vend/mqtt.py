@@ -51,7 +51,8 @@ def _stderr(line):
 
 
 class Link:
-    """One MQTT connection (clean session, MQTT 3.1.1) with a network thread.
+    """One MQTT connection (MQTT 3.1.1; a clean session unless clean=False, for a service
+    whose subscriptions should keep its messages while it is down) with a network thread.
 
     with Link("127.0.0.1", 1883, timeout=10) as link:
         link.subscribe(ack_topic)
@@ -59,7 +60,9 @@ class Link:
         ack = link.wait_verified(ack_topic, key, lambda m: m.get("token") == 7, 30)
     """
 
-    def __init__(self, host="127.0.0.1", port=1883, timeout=10.0, client_id=None, log=None):
+    def __init__(
+        self, host="127.0.0.1", port=1883, timeout=10.0, client_id=None, log=None, clean=True
+    ):
         self.host, self.port, self.timeout = host, int(port), float(timeout)
         self.log = log or _stderr
         self.where = "%s:%d" % (host, self.port)
@@ -74,7 +77,7 @@ class Link:
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or "vend-" + secrets.token_hex(6),
-            clean_session=True,
+            clean_session=clean,
             protocol=paho.MQTTv311,
         )
         c = self._client
