@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from tools.office import reconcile as rec
 from tools.office import report
@@ -100,6 +101,8 @@ def make_app(cfg, worker=False, store=None, keys=None):
             raise SaleError("Authorization", "the operator's bearer token is required", 401)
 
     def _sold(sale, created):
+        if created and "worker" in state:
+            state["worker"].wake()
         return JSONResponse(sale_view(sale), status_code=201 if created else 200)
 
     @app.post("/payments", status_code=201, summary="Take a payment: a sale and its token")
@@ -137,7 +140,8 @@ def make_app(cfg, worker=False, store=None, keys=None):
         except ValueError as e:
             err = e.errors()[0] if hasattr(e, "errors") else {"loc": ("body",), "msg": str(e)}
             raise SaleError(".".join(str(x) for x in err["loc"]) or "body", err["msg"]) from None
-        sale, created = sell(
+        sale, created = await run_in_threadpool(
+            sell,
             store,
             keys,
             cfg,
@@ -150,6 +154,11 @@ def make_app(cfg, worker=False, store=None, keys=None):
             name=body.name,
         )
         return _sold(sale, created)
+
+    def _sellable(mid):
+        with store.session() as s:
+            m = s.get(Meter, mid)
+            return m is not None and m.state != RETIRED
 
     def mpesa_fields(secret, raw):
         if not cfg.mpesa_token or not hmac.compare_digest(
@@ -171,10 +180,8 @@ def make_app(cfg, worker=False, store=None, keys=None):
             mid = meter_id_of(str(doc.get("BillRefNumber", "")).strip(), "BillRefNumber")
         except SaleError:
             return {"ResultCode": MPESA_INVALID_ACCOUNT, "ResultDesc": "Rejected"}
-        with store.session() as s:
-            m = s.get(Meter, mid)
-            if m is None or m.state == RETIRED:
-                return {"ResultCode": MPESA_INVALID_ACCOUNT, "ResultDesc": "Rejected"}
+        if not await run_in_threadpool(_sellable, mid):
+            return {"ResultCode": MPESA_INVALID_ACCOUNT, "ResultDesc": "Rejected"}
         return {"ResultCode": "0", "ResultDesc": "Accepted"}
 
     @app.post("/mpesa/{secret}/c2b/confirmation", summary="M-Pesa C2B confirmation (Daraja)")
@@ -185,7 +192,8 @@ def make_app(cfg, worker=False, store=None, keys=None):
         request_fields = {
             k: doc.get(k) for k in ("TransID", "TransAmount", "BillRefNumber", "MSISDN")
         }
-        sale, created = sell(
+        sale, created = await run_in_threadpool(
+            sell,
             store,
             keys,
             cfg,
@@ -198,6 +206,7 @@ def make_app(cfg, worker=False, store=None, keys=None):
             name=" ".join(names.split()) or None,
             detail=doc,
         )
+        _sold(sale, created)  # wakes the worker
         return {
             "ResultCode": 0,
             "ResultDesc": "Accepted",

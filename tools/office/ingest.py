@@ -13,7 +13,8 @@ What follows from a verified message:
                   with a "refused" alert naming it
   event           relay_fault -> alert; console_session -> alert
   state           last seen, balance, relay, credit state, signal, software, credit_total;
-                  tamper in open_reasons -> alert; then the meter is reconciled
+                  tamper in open_reasons -> alert; then the meter is reconciled (a
+                  delivery in between leaves it "pending" until the next state)
 """
 
 import json
@@ -96,7 +97,7 @@ class Ingest:
             else:
                 st.boot, st.seq = obj["boot"], obj["seq"]
                 if kind == "ack":
-                    self._ack(s, m, obj)
+                    self._ack(s, m, st, obj)
                 elif kind == "event":
                     self._event(s, m, obj)
                 else:
@@ -109,7 +110,7 @@ class Ingest:
         log.info("dropped a message on %s: %s", topic, why)
         return False
 
-    def _ack(self, s, m, obj):
+    def _ack(self, s, m, st, obj):
         token = obj.get("token")
         if type(token) is not int:
             return  # a command's ack, or a malformed top-up's: kept as a message only
@@ -123,6 +124,7 @@ class Ingest:
             sale.delivered_at = utcnow()
             sale.delivery.last_error = None
             clear_alert(s, m.id, "bridge", sale.token_id)
+            st.reconcile = "pending"  # until the meter's next state tells its credit total
         else:
             sale.state = REFUSED
             raise_alert(

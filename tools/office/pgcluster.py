@@ -7,7 +7,8 @@ The server binaries are found on PATH or under /usr/lib/postgresql/<version>/bin
 Debian's `postgresql` package puts them). initdb refuses to run as root, so as root the
 cluster runs as the `postgres` user (made by that package) through setpriv, in a
 directory it owns; otherwise as the current user. Clients authenticate by `trust` on
-127.0.0.1 only; the unix socket lives in the temporary directory. stop() shuts the
+127.0.0.1 only; the unix socket lives in the temporary directory. Unless durable=True
+(the bench) fsync and synchronous commit are off: a test cluster outlives no crash. stop() shuts the
 server down (fast, then immediate) and removes the directory.
 """
 
@@ -47,8 +48,9 @@ def _free_port():
 
 
 class Cluster:
-    def __init__(self, bindir=None):
+    def __init__(self, bindir=None, durable=False):
         self.bindir = bindir
+        self.durable = durable  # False: fsync and synchronous commit off (tests)
         self.dir = None
         self.port = None
         self._as = []  # the command prefix that runs as the cluster's owner
@@ -102,10 +104,9 @@ class Cluster:
             "--locale=C",
         )
         with open(os.path.join(data, "postgresql.conf"), "a") as f:
-            f.write(
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-                "max_connections = 50\nshared_buffers = 32MB\n"
-            )
+            f.write("max_connections = 50\nshared_buffers = 32MB\n")
+            if not self.durable:
+                f.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
         for attempt in range(3):
             self.port = _free_port()
             opts = "-h 127.0.0.1 -p %d -k %s" % (self.port, self.dir)

@@ -32,6 +32,7 @@ from tools.vend import mqtt
 log = logging.getLogger("office.worker")
 BATCH = 50
 SILENCE_EVERY_S = 5.0
+WAKE_S = 0.02  # how often a wait for messages looks at wake()
 
 
 def backoff_s(cfg, attempts):
@@ -47,6 +48,7 @@ class Worker:
         self.sender = sender or sender_of(cfg.sms_sender)
         self.ingest = Ingest(self.store, self.keys, cfg.topic_prefix)
         self.stop_event = threading.Event()
+        self._wake = threading.Event()
         self.link = None
         self.sent = 0
         self._silence_at = 0.0
@@ -98,20 +100,29 @@ class Worker:
             self._silence_at = time.monotonic()
             self.check_silence()
 
+    def wake(self):
+        """A sale was just recorded (the API in this process): send it without waiting."""
+        self._wake.set()
+
     def drain(self, wait_s):
-        """Ingest every message waiting, waiting up to wait_s for the first."""
+        """Ingest every message waiting, waiting up to wait_s for the first (less when
+        wake() is called meanwhile)."""
         filters = self._filters()
-        timeout = wait_s
+        end = time.monotonic() + wait_s
         while True:
-            try:
-                t, p = self.link.wait_message(filters, lambda t, p: (t, p), timeout)
-            except mqtt.Timeout:
+            left = end - time.monotonic()
+            if self._wake.is_set() or left <= 0:
+                self._wake.clear()
                 return
+            try:
+                t, p = self.link.wait_message(filters, lambda t, p: (t, p), min(left, WAKE_S))
+            except mqtt.Timeout:
+                continue
             try:
                 self.ingest.handle(t, p)
             except Exception:
                 log.exception("ingest of a message on %s failed", t)
-            timeout = 0.001
+            end = min(end, time.monotonic() + 0.001)
 
     def deliver_due(self):
         now = utcnow()

@@ -10,7 +10,9 @@ Topics (prefix `topic_prefix`, client id = meter id in plain decimal):
   <p>/<id>/cmd    in, QoS 1: a signed command (tariff, thresholds, relay, report).
   <p>/<id>/ack    out, QoS 1: the answer to each top-up ("token") and command ("cmd").
   <p>/<id>/event  out, QoS 1: every event of the meter's log, queued while offline.
-  <p>/<id>/state  out, QoS 1, retained: balance, supply, power, price, signal ... at
+  <p>/<id>/state  out, QoS 1, retained: balance, supply, power, price, signal, the
+                  lifetime credit of every top-up taken (credit_total, the debt share
+                  included: what the back office reconciles its sales against) ... at
                   connect, every `state_period_s`, after a top-up or a supply change.
                   The broker's last will on the same topic: a signed "online": false.
 Every message out is signed (firmware/comms/signed.py) and numbered (boot, seq): `boot`
@@ -169,6 +171,7 @@ class Comms:
             ("relay", "closed" if relay else ("open" if relay is False else "unknown")),
             ("power_w", getattr(b.source, "power_w", 0)),
             ("energy_wh", m.ledger.energy_wh),
+            ("credit_total", self._money(m.ledger.credited + m.ledger.recovered)),
             ("price", money.format_price(m.price_now(), m.settings.currency_decimals)),
             ("tariff_next_from", m.settings.raw.get("tariff_next_from") or None),
             ("cmd_id", self.app.cmd_id),
