@@ -1,4 +1,4 @@
-# Developer and CI entry points: venv, test, demo, bench, image, emu, lint, clean.
+# Developer and CI entry points: venv, test, demo, office-demo, bench, image, emu, lint, clean.
 #
 # Needs only python3 (>= 3.11, for tomllib) and make. The dev tool list lives in
 # pyproject.toml [project.optional-dependencies] dev; `make venv` installs it into $(VENV)
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.dev-deps.stamp
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard firmware drivers tools tests boot.py main.py)
 
-.PHONY: venv deps test demo bench image emu lint format clean distclean
+.PHONY: venv deps test demo office-demo bench image emu lint format clean distclean
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ demo: venv $(DEPS)
 	@mkdir -p out
 	$(PY) -m tools.sim scenarios/household.json --report out/demo-report.json --plot out/demo.png \
 		--screens out/screens --summary
+
+# The office (tools/office) on SQLite sells to the simulated meter over mosquitto.
+office-demo: venv $(DEPS)
+	$(PY) -m tools.office.demo
 
 bench: venv $(DEPS)
 	$(PY) tools/bench.py

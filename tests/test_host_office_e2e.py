@@ -249,3 +249,14 @@ def test_the_office_killed_mid_delivery_and_restarted_loses_and_doubles_nothing(
         assert office.pay(m.meter_id, "4.00", "k-2").json()["sale"] == r2.json()["sale"]
         time.sleep(1.0)
         assert m.status()["credited"] == 700
+
+
+def test_the_office_demo_shows_a_sale_reach_the_simulated_meter(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "tools.office.demo", "--dir", str(tmp_path / "demo")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "meter answered accepted" in lines[-2] and "sale delivered" in lines[-2]
+    assert lines[-1].endswith("delivered 10.00, meter reports 10.00 -> ok")

@@ -61,6 +61,11 @@
                     load at the default reporting period against the duty cycle
                     (tools/bench_lora.py)
 
+  office_sales_per_s_sqlite, office_sales_per_s_postgres, office_payment_to_ack_ms, _p99
+                    the purchase system: sales recorded per second by one process on
+                    each store, and a payment POSTed to the live meter's signed ack
+                    on loopback (tools/bench_office.py)
+
   image_files, image_mpy_bytes, image_used_bytes  the software image tools/build makes:
                     files, bytes of .mpy code, bytes of the 2 MB LittleFS partition used
   boot_firmware_heap_bytes, boot_heap_free_110wk  a factory image booted on the emulated
@@ -68,7 +73,7 @@
                     and what a 110 K-word heap has left then (tools/bench_image.py)
 
 Usage: python tools/bench.py [section ...]
-  sections: tick, sim, heap, journal, tokens, comms, lora, image
+  sections: tick, sim, heap, journal, tokens, comms, lora, office, image
 """
 
 import copy
@@ -219,6 +224,10 @@ def main(sections):
         from tools.bench_lora import lora_figures
 
         figures.update(lora_figures())
+    if "office" in sections:
+        from tools.bench_office import office_figures
+
+        figures.update(office_figures())
     if "image" in sections:
         from tools.bench_image import image_figures
 
@@ -226,7 +235,7 @@ def main(sections):
     print(json.dumps(figures, indent=1, sort_keys=True))
 
 
-SECTIONS = ("tick", "sim", "heap", "journal", "tokens", "comms", "lora", "image")
+SECTIONS = ("tick", "sim", "heap", "journal", "tokens", "comms", "lora", "office", "image")
 
 if __name__ == "__main__":
     asked = sys.argv[1:] or SECTIONS
