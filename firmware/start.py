@@ -17,6 +17,7 @@ import asyncio
 import os
 
 from firmware import config
+from firmware.billing import events as ev
 from firmware.build import build
 from firmware.service import safemode
 from firmware.storage.logfile import LineLog
@@ -53,7 +54,12 @@ def attach_console(app, path=config.SETTINGS_PATH, restart=None, reader=None, wr
     running.bind(app, path, restart)
     lazy = LazyTech()
     sys.modules["tech"] = lazy
-    con = console.Console(write or console.port_writer(), {"tech": lazy, "app": app})
+    m = app.meter
+
+    def session():
+        m.log.emit(m.clock.stamp(), ev.CONSOLE_SESSION, m.ledger.balance, 0)
+
+    con = console.Console(write or console.port_writer(), {"tech": lazy, "app": app}, session)
     app.extra_tasks.append(con.run(reader or console.port_reader()))
     return con
 

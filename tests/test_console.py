@@ -45,6 +45,30 @@ def test_friendly_mode_evaluates_expressions_and_runs_statements():
     assert c.commands == 4 and c.errors == 0
 
 
+def test_the_first_command_of_a_start_reports_a_session_once_in_either_mode():
+    calls = []
+    p = Port()
+    c = Console(p.write, {}, lambda: calls.append(c.commands))
+    c.feed(b"\r")  # an empty line runs nothing
+    assert calls == []
+    c.feed(b"1\r2\r")
+    c.feed(b"\x01x = 1\x04")  # raw mode
+    assert calls == [0] and c.commands == 3
+    raw = Console(p.write, {}, lambda: calls.append("raw"))
+    raw.feed(b"\x01x = 1\x04")
+    assert calls == [0, "raw"]
+
+
+def test_a_failing_session_report_is_counted_and_the_command_still_runs():
+    def broken():
+        raise OSError("log full")
+
+    p = Port()
+    c = Console(p.write, {}, broken)
+    c.feed(b"6 * 7\r")
+    assert p.take().endswith(b"42\r\n>>> ") and c.errors == 1 and c.commands == 1
+
+
 def test_friendly_mode_reports_an_error_and_keeps_going():
     p, c = _console()
     c.feed(b"1/0\r")

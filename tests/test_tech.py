@@ -368,6 +368,8 @@ def test_attach_console_makes_tech_importable_and_serves_it():
         m.run(5000)
         assert b"'10.00'" in bytes(out) and con.errors == 0, bytes(out)
         assert sys.modules["tech"] is tech  # loaded by the first call
+        sessions = [e for e in m.app.meter.log.items if e[1] == "console_session"]
+        assert len(sessions) == 1  # logged once, before the first of the two commands
 
     _with_meter(check)
 

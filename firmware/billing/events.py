@@ -37,6 +37,9 @@ TARIFF_ACTIVATED = "tariff_activated"
 REMOTE_COMMAND = "remote_command"
 # No usable settings file: running on defaults; detail 0: no file, 1: files all bad.
 CONFIG_DEFAULTS = "config_defaults"
+# The technician's console (firmware/service/console.py) ran its first command since the
+# start (detail 0): someone is at the meter's serial port.
+CONSOLE_SESSION = "console_session"
 
 
 class EventLog:

@@ -3,6 +3,10 @@
     console = Console(write, {"tech": tech})   # write(bytes) to the port
     asyncio.create_task(console.run(reader))    # reader: async read(1) -> bytes
 
+`on_session()` (optional) is called once, before the first command typed after the
+console starts: the meter logs it as a console_session event, so the back office hears
+that someone used the console.
+
 While `main.py` runs the asyncio loop MicroPython's own REPL is not there, so this task
 reads the port byte by byte and answers in two modes, the ones `mpremote` speaks:
 
@@ -70,8 +74,9 @@ def _crlf(text):
 
 
 class Console:
-    def __init__(self, write, namespace=None):
+    def __init__(self, write, namespace=None, on_session=None):
         self.write = write
+        self.on_session = on_session
         self.g = namespace if namespace is not None else {}
         self.g.setdefault("__name__", "__main__")
         self.mode = FRIENDLY
@@ -170,9 +175,17 @@ class Console:
             self.cmd.append(c)
 
     # -- running ----------------------------------------------------------------------
+    def _count(self):
+        if self.commands == 0 and self.on_session is not None:
+            try:
+                self.on_session()
+            except Exception:  # never in the way of the technician
+                self.errors += 1
+        self.commands += 1
+
     def _exec(self, src):
         """Run a raw-mode command; its error text ("" when it ran)."""
-        self.commands += 1
+        self._count()
         try:
             exec(src, self.g)
             return ""
@@ -181,7 +194,7 @@ class Console:
             return format_exception(e)
 
     def _run_line(self, src):
-        self.commands += 1
+        self._count()
         try:
             try:
                 code = compile(src, "<console>", "eval")

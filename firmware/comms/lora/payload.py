@@ -121,6 +121,7 @@ EVENT_KINDS = (
     "tariff_activated",
     "remote_command",
     "config_defaults",
+    "console_session",
 )
 
 # largest downlink FRMPayload per downlink DR (spec modems.md 3.3)
