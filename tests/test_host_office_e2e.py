@@ -158,6 +158,13 @@ def _meter(tmp_path, office, broker, keystore, **kw):
     return LiveMeter(str(tmp_path / ("meter-" + mid)), broker.port, keystore[1], mid, **kw)
 
 
+def _offline(m):
+    """Online first (its session exists at the broker), then the modem stops answering."""
+    m.wait(lambda s: s["online"])
+    m.fault("mute")
+    m.wait(lambda s: not s["online"], timeout=30)
+
+
 def _delivered_once(office, m, mid, amount_units, sales):
     """The meter credited the sales once each, acked, and its credit total reconciles."""
     view = office.wait_meter(
@@ -198,9 +205,7 @@ def test_a_meter_offline_for_a_while_is_credited_once_on_its_return(
 ):
     office.start()
     with _meter(tmp_path, office, broker, keystore) as m:
-        m.wait(lambda s: s["online"])
-        m.fault("mute")  # the modem stops answering: the meter goes offline
-        m.wait(lambda s: not s["online"], timeout=30)
+        _offline(m)
         assert office.pay(m.meter_id, "5.00", "off-1").status_code == 201
         office.wait_meter(m.meter_id, lambda v: v["sales"][0]["attempts"] >= 3)  # re-sent
         assert m.status()["credited"] == 0
@@ -232,9 +237,7 @@ def test_the_office_killed_mid_delivery_and_restarted_loses_and_doubles_nothing(
 ):
     office.start()
     with _meter(tmp_path, office, broker, keystore) as m:
-        m.wait(lambda s: s["online"])
-        m.fault("mute")
-        m.wait(lambda s: not s["online"], timeout=30)
+        _offline(m)
         assert office.pay(m.meter_id, "3.00", "k-1").status_code == 201
         office.wait_meter(m.meter_id, lambda v: v["sales"][0]["attempts"] >= 1)
         r2 = office.pay(m.meter_id, "4.00", "k-2")

@@ -100,9 +100,27 @@ def make_app(cfg, worker=False, store=None, keys=None):
         ):
             raise SaleError("Authorization", "the operator's bearer token is required", 401)
 
-    def _sold(sale, created):
+    def _woken(sale, created):
         if created and "worker" in state:
-            state["worker"].wake()
+            state["worker"].wake()  # send it now, not at the worker's next poll
+        return sale, created
+
+    def _sell(body, provider, reference):
+        """The sale of a payment body (PaymentIn) and its HTTP answer."""
+        sale, created = _woken(
+            *sell(
+                store,
+                keys,
+                cfg,
+                body.meter,
+                body.amount,
+                provider,
+                reference,
+                request=body.model_dump(),
+                phone=body.phone,
+                name=body.name,
+            )  # fmt: skip
+        )
         return JSONResponse(sale_view(sale), status_code=201 if created else 200)
 
     @app.post("/payments", status_code=201, summary="Take a payment: a sale and its token")
@@ -112,19 +130,7 @@ def make_app(cfg, worker=False, store=None, keys=None):
         authorization: str | None = Header(None),
     ):
         operator(authorization)
-        sale, created = sell(
-            store,
-            keys,
-            cfg,
-            body.meter,
-            body.amount,
-            "api",
-            idempotency_key,
-            request=body.model_dump(),
-            phone=body.phone,
-            name=body.name,
-        )
-        return _sold(sale, created)
+        return _sell(body, "api", idempotency_key)
 
     @app.post("/webhooks/{provider}", status_code=201, summary="A payment provider's callback")
     async def webhook(provider: str, request: Request, x_signature: str | None = Header(None)):
@@ -140,20 +146,7 @@ def make_app(cfg, worker=False, store=None, keys=None):
         except ValueError as e:
             err = e.errors()[0] if hasattr(e, "errors") else {"loc": ("body",), "msg": str(e)}
             raise SaleError(".".join(str(x) for x in err["loc"]) or "body", err["msg"]) from None
-        sale, created = await run_in_threadpool(
-            sell,
-            store,
-            keys,
-            cfg,
-            body.meter,
-            body.amount,
-            "webhook:" + provider,
-            body.reference,
-            request=body.model_dump(),
-            phone=body.phone,
-            name=body.name,
-        )
-        return _sold(sale, created)
+        return await run_in_threadpool(_sell, body, "webhook:" + provider, body.reference)
 
     def _sellable(mid):
         with store.session() as s:
@@ -206,7 +199,7 @@ def make_app(cfg, worker=False, store=None, keys=None):
             name=" ".join(names.split()) or None,
             detail=doc,
         )
-        _sold(sale, created)  # wakes the worker
+        _woken(sale, created)
         return {
             "ResultCode": 0,
             "ResultDesc": "Accepted",
@@ -227,19 +220,7 @@ def make_app(cfg, worker=False, store=None, keys=None):
             name = a.name if a is not None and token else None
         if name is None:
             raise SaleError("Authorization", "an agent's bearer token is required", 401)
-        sale, created = sell(
-            store,
-            keys,
-            cfg,
-            body.meter,
-            body.amount,
-            "agent:" + name,
-            idempotency_key,
-            request=body.model_dump(),
-            phone=body.phone,
-            name=body.name,
-        )
-        return _sold(sale, created)
+        return _sell(body, "agent:" + name, idempotency_key)
 
     @app.get("/meters", summary="Every meter with what it last reported")
     def meters(authorization: str | None = Header(None)):
