@@ -139,7 +139,6 @@ def test_a_sale_is_resent_unchanged_with_backoff_until_the_signed_ack(office, br
     w, cfg = start()
     sale, _ = sell(store, keys, cfg, mid, "10.00", "api", "a")
     _until(lambda: len(meter.topups) >= 3)  # no answer: sent again and again
-    t_first = time.monotonic()
     assert len(set(meter.topups)) == 1  # the same bytes every time: the same token id
     info = core.decode_envelope(key, 0, int(mid), meter.topups[0])
     assert info["valid"] and info["token_id"] == sale.token_id and info["amount"] == 1000
@@ -149,7 +148,6 @@ def test_a_sale_is_resent_unchanged_with_backoff_until_the_signed_ack(office, br
     n = len(meter.topups)
     time.sleep(1.5)  # past the backoff ceiling: nothing more is sent
     assert len(meter.topups) == n
-    assert time.monotonic() - t_first > 1.0
     meter.close()
 
 
