@@ -30,7 +30,7 @@ $(STAMP): $(REQS)
 	@touch $@
 
 # micropython-lib packages the firmware uses (not in the tree; see tools/fetch_deps.py)
-DEPS := lib/umqtt/simple.py
+DEPS := lib/meterdeps/umqtt/simple.py
 
 $(DEPS): tools/fetch_deps.py | $(PY)
 	$(PY) tools/fetch_deps.py

@@ -4,13 +4,15 @@ ESP32's, or the one the simulator passes), the state store, the App and its tran
 `build()` is what start-up and the simulator call. A comms, LoRaWAN or SMS fault while
 building is printed and the meter runs without it: metering never depends on them.
 The state store is the journal on its raw `journal` partition, or, on a partition table
-without one (a stock image), the A/B state files on littlefs.
+without one (a stock image), the A/B state files on littlefs: announced on the console
+and as a `storage_fallback` event in the meter's log (docs/board.md).
 """
 
 import os
 
 from firmware import config
 from firmware.app import STATE_FIELDS, App
+from firmware.billing import events as ev
 from firmware.storage import conffile
 from firmware.storage.journal import Journal
 from firmware.storage.statefile import StateFile
@@ -35,11 +37,13 @@ def build(path=config.SETTINGS_PATH, board=None, tick_ms=1000):
     """The meter as main.py starts it: settings from `path`, then the board (the ESP32's
     unless one is given: the simulator passes its own), then the App."""
     settings, pins, cal, report = config.load_settings(path)
+    fallback = False
     if board is None:
         from drivers.board import Board
 
         part = Board.journal_partition()
         if part is None:
+            fallback = True
             print("storage: no 'journal' partition: state in littlefs files")
         board = Board(
             pins,
@@ -59,9 +63,12 @@ def build(path=config.SETTINGS_PATH, board=None, tick_ms=1000):
         key_path=key_path,
         on_settings=lambda raw: config.save_meter_settings(raw, path),
     )
-    config.report_config(app.meter, report, path)  # the log exists only now
+    m = app.meter
+    if fallback:  # the log exists only now
+        m.log.emit(m.clock.stamp(), ev.STORAGE_FALLBACK, m.ledger.balance, 0)
+    config.report_config(m, report, path)
     if key_report is not None and key_report[0] is not None:
-        config.report_config(app.meter, key_report, key_path)
+        config.report_config(m, key_report, key_path)
     elif key is None:
         print("keys: no meter key in " + key_path + ": tokens answer NotReady")
     link = None

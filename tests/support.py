@@ -149,8 +149,9 @@ def write_file(path, data):
 
 
 def import_umqtt():
-    """micropython-lib umqtt.simple is a dependency, never in the tree: look in lib/,
-    or $UMQTT_DIR; `make deps` puts the PyPI 1.3.4 sdist's module in lib/."""
+    """micropython-lib umqtt.simple is a dependency, never in the tree: the pinned copy in
+    lib/meterdeps/ (`make deps`), or in $UMQTT_DIR/meterdeps/; imported by the name the
+    firmware uses, `meterdeps.umqtt.simple` (firmware/comms/mqtt/session.py's CLIENT)."""
     import os
     import socket
 
@@ -167,12 +168,12 @@ def import_umqtt():
         cands.insert(0, d)
     for d in cands:
         try:
-            os.stat(d + "/umqtt/simple.py")
+            os.stat(d + "/meterdeps/umqtt/simple.py")
         except OSError:
             continue
         if d not in sys.path:
             sys.path.insert(0, d)
-        import umqtt.simple
+        from meterdeps.umqtt import simple
 
-        return umqtt.simple
-    raise AssertionError("umqtt.simple not found in lib/: run `make deps` (or set UMQTT_DIR)")
+        return simple
+    raise AssertionError("umqtt.simple not found in lib/meterdeps/: run `make deps`")

@@ -1,10 +1,9 @@
-"""CPython-only: the build (tools/build.py), flash (tools/flash.py), deploy (tools/deploy.py)
-and the technicians' mpremote shortcuts (tools/mpremote/config.py).
+"""CPython-only: the build (tools/build.py), deploy (tools/deploy.py) and the technicians'
+mpremote shortcuts (tools/mpremote/config.py); flashing is tests/test_host_flash.py.
 
 The image is checked three ways: by littlefs-python (geometry, exact file list, no fake
 `machine`), under `micropython` (mounted with vfs.VfsLfs2 over a file-backed block
-device, the version hash recomputed by the firmware's own firmware/storage/version.py), and by
-the esptool commands and merge-bin output that would put it on a board.
+device, the version hash recomputed by the firmware's own firmware/storage/version.py).
 """
 
 import hashlib
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import build, deploy, flash
+from tools import build, deploy, parttable
 from tools.sim.host import micropython_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +28,7 @@ def cli(*args, cwd=ROOT):
 
 
 def expected_paths():
-    out = {"boot.py", "main.py", "version.json", "lib/umqtt/simple.mpy"}
+    out = {"boot.py", "main.py", "version.json", "lib/meterdeps/umqtt/simple.mpy"}
     for d in ("firmware", "drivers"):
         out |= {
             p.relative_to(ROOT).with_suffix(".mpy").as_posix() for p in (ROOT / d).rglob("*.py")
@@ -54,25 +53,29 @@ def built_paths():
 
 
 # -- the image ---------------------------------------------------------------------------
-def test_default_image_is_the_4mb_vfs_partition(built):
+def test_default_image_is_the_4mb_tables_vfs_partition(built):
     info = json.loads((built / "vfs.json").read_text())
     assert (info["offset"], info["size"], info["block_size"], info["block_count"]) == (
-        0x200000,
-        0x200000,
+        0x210000,
+        0x1F0000,
         4096,
-        512,
+        496,
     )
-    assert (built / "vfs.bin").stat().st_size == 512 * 4096
+    assert (info["table"], info["flash_size"]) == ("4MB", 0x400000)
+    assert (built / "vfs.bin").stat().st_size == 496 * 4096
+    # the table flashed with it is tools/partitions/meter-4MB.csv's
+    parts = parttable.from_binary((built / "partitions.bin").read_bytes())
+    assert parts == parttable.load("4MB")[0]
     from littlefs import LittleFS
     from littlefs.context import UserContext
 
-    # the superblock itself says 512 blocks (block_count 0: read it from the disk)
+    # the superblock itself says 496 blocks (block_count 0: read it from the disk)
     fs = LittleFS(
         context=UserContext(buffer=bytearray((built / "vfs.bin").read_bytes())),
         block_size=4096,
         block_count=0,
     )
-    assert fs.fs_stat().block_count == 512
+    assert fs.fs_stat().block_count == 496
 
 
 def test_image_holds_exactly_the_software(built):
@@ -103,19 +106,33 @@ def test_version_manifest_follows_the_hash_rule(built):
     assert on_meter.combined(v["files"]) == v["hash"]
 
 
-def test_geometries_and_refusals():
-    assert build.geometry("8MB")["block_count"] == 1536
-    assert build.geometry("16MB")["block_count"] == 3584
-    ota = build.geometry("4MB-ota")
-    assert (ota["offset"], ota["size"], ota["block_count"]) == (0x310000, 0xF0000, 240)
+def test_geometries_are_the_tables_vfs_partitions_and_refusals():
+    want = {  # name: (offset, size, blocks, table has a journal)
+        "4MB": (0x210000, 0x1F0000, 496, True),
+        "8MB": (0x210000, 0x5F0000, 1520, True),
+        "16MB": (0x210000, 0xDF0000, 3568, True),
+        "8MB-ota": (0x500000, 0x300000, 768, True),
+        "stock-4MB": (0x200000, 0x200000, 512, False),  # the port's rule
+        "stock-8MB": (0x200000, 0x600000, 1536, False),
+        "stock-16MB": (0x200000, 0xE00000, 3584, False),
+        "stock-4MB-ota": (0x310000, 0xF0000, 240, False),
+    }
+    assert set(build.GEOMETRIES) == set(want)
+    for name, (off, size, blocks, journal) in want.items():
+        g = build.geometry(name)
+        assert (g["offset"], g["size"], g["block_count"], g["table"]) == (off, size, blocks, name)
+        parts = parttable.load(name)[0]
+        assert (parttable.find(parts, "journal") is not None) == journal, name
     custom = build.geometry(offset=0x300000, size=0x100000, block_count=256)
-    assert (custom["name"], custom["block_count"]) == ("custom", 256)
-    with pytest.raises(build.BuildError, match=r"block count 256 does not match.*512 blocks"):
+    assert (custom["name"], custom["block_count"], custom["table"]) == ("custom", 256, None)
+    with pytest.raises(build.BuildError, match=r"block count 256 does not match.*496 blocks"):
         build.geometry("4MB", block_count=256)
     with pytest.raises(build.BuildError, match="not a whole number of 4096-byte blocks"):
         build.geometry(size=0x100800)
     with pytest.raises(build.BuildError, match="not a multiple"):
         build.geometry(offset=0x200800)
+    with pytest.raises(build.BuildError, match="table '4MB-ota': one of"):
+        build.geometry("4MB-ota")
 
 
 def test_cli_refuses_a_block_count_that_is_not_the_partition(tmp_path):
@@ -126,10 +143,16 @@ def test_cli_refuses_a_block_count_that_is_not_the_partition(tmp_path):
 
 
 def test_ota_geometry_image(tmp_path):
-    r = cli("tools.build", "--out", str(tmp_path), "--geometry", "4MB-ota", "--no-fetch")
+    r = cli("tools.build", "--out", str(tmp_path), "--geometry", "8MB-ota", "--no-fetch")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "vfs.bin").stat().st_size == 240 * 4096
-    assert json.loads((tmp_path / "vfs.json").read_text())["offset"] == 0x310000
+    assert (tmp_path / "vfs.bin").stat().st_size == 768 * 4096
+    assert json.loads((tmp_path / "vfs.json").read_text())["offset"] == 0x500000
+    parts = parttable.from_binary((tmp_path / "partitions.bin").read_bytes())
+    assert [p.name for p in parts if p.type == parttable.APP] == ["ota_0", "ota_1"]
+    # a build for a custom vfs has no table, and leaves none of an earlier build behind
+    r = cli("tools.build", "--out", str(tmp_path), "--size", "0x100000", "--no-fetch")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "partitions.bin").exists()
 
 
 def test_factory_files_are_in_the_image_not_in_the_software(tmp_path):
@@ -227,9 +250,9 @@ def test_image_mounts_under_micropython_and_identifies_itself(built, tmp_path):
 
     img = tmp_path / "vfs.bin"
     shutil.copyfile(built / "vfs.bin", img)
-    got = ast.literal_eval(_mount(tmp_path, img, 512))
+    got = ast.literal_eval(_mount(tmp_path, img, 496))
     assert set(got["files"]) == built_paths()
-    assert (got["bsize"], got["blocks"]) == (4096, 512)
+    assert (got["bsize"], got["blocks"]) == (4096, 496)
     v = json.loads((built / "version.json").read_text())
     # firmware/storage/version.py, under MicroPython, over the mounted files: the build's hash
     assert got["match"] is True and got["hash"] == v["hash"]
@@ -241,8 +264,8 @@ def test_wrong_geometry_does_not_mount_under_micropython(tmp_path):
     r = cli("tools.build", "--out", str(out), "--size", "0x100000", "--no-fetch")
     assert r.returncode == 0, r.stderr
     assert (out / "vfs.bin").stat().st_size == 256 * 4096
-    # a 256-block image flashed into the 512-block partition: littlefs refuses it
-    assert _mount(tmp_path, out / "vfs.bin", 512) == "MOUNT-FAILED 22"
+    # a 256-block image flashed into the 496-block partition: littlefs refuses it
+    assert _mount(tmp_path, out / "vfs.bin", 496) == "MOUNT-FAILED 22"
     assert _mount(tmp_path, out / "vfs.bin", 256).startswith("{")
 
 
@@ -267,7 +290,12 @@ def test_manifest_py_freezes_the_tree(built):
     finally:
         os.chdir(cwd)
     assert calls[0][0] == "metadata" and calls[0][2]["version"] == build.project_version()
-    assert ("require", ("umqtt.simple",), {}) in calls
+    # the pinned umqtt.simple, frozen from lib/ under the project's own name (the port's
+    # manifest freezes its own as umqtt.simple: it would shadow one frozen by that name)
+    assert not [c for c in calls if c[0] == "require"]
+    kw = [c[2] for c in calls if c[0] == "package" and c[1] == ("meterdeps",)][0]
+    assert kw["files"] == ("umqtt/simple.py",)
+    assert (built / kw["base_path"]).resolve() == ROOT / "lib"
     assert ("include", ("$(PORT_DIR)/boards/manifest.py",), {}) in calls
     for d in ("firmware", "drivers"):
         want = {p[len(d) + 1 : -4] + ".py" for p in built_paths() if p.startswith(d + "/")}
@@ -282,83 +310,6 @@ def test_package_json_mirrors_the_image(built):
     for dest, src in pkg["urls"]:
         assert not src.startswith(("/", "http", "github:"))  # relative to package.json
         assert (built / src).read_bytes() == files[dest]
-
-
-# -- flash ---------------------------------------------------------------------------------
-@pytest.fixture()
-def firmware_bin(tmp_path):
-    fw = tmp_path / "ESP32_GENERIC-v1.26.0.bin"
-    data = bytes((i * 7 + 1) % 251 for i in range(300000))  # not an image header (0xE9)
-    fw.write_bytes(data)
-    return fw
-
-
-def _dry(*args):
-    r = cli("tools.flash", *args, "--dry-run")
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip().splitlines()[-1].split()
-
-
-def test_flash_commands(built, firmware_bin):
-    img = str(built / "vfs.bin")
-    cmd = _dry("write", "-p", "/dev/ttyUSB0", "--firmware", str(firmware_bin), "--image", img)
-    assert Path(cmd[0]).name == "esptool"
-    assert (
-        cmd[1:]
-        == (
-            "--chip esp32 -p /dev/ttyUSB0 -b 460800 write-flash 0x1000 %s 0x200000 %s"
-            % (firmware_bin, img)
-        ).split()
-    )
-    cmd = _dry("write", "-p", "COM3", "--app-only", "--image", img)
-    assert cmd[1:] == ("--chip esp32 -p COM3 -b 460800 write-flash 0x200000 %s" % img).split()
-    for chip in ("esp32s3", "esp32c3", "esp32c6"):
-        cmd = _dry(
-            "write", "-p", "/dev/ttyACM0", "--chip", chip, "--erase",
-            "--firmware", str(firmware_bin), "--image", img,
-        )  # fmt: skip
-        assert (
-            cmd[1:]
-            == (
-                "--chip %s -p /dev/ttyACM0 -b 460800 write-flash --erase-all 0x0 %s 0x200000 %s"
-                % (chip, firmware_bin, img)
-            ).split()
-        )
-    r = cli("tools.flash", "write", "-p", "X", "--image", img, "--dry-run")
-    assert r.returncode != 0 and "--firmware" in r.stderr
-    r = cli("tools.flash", "write", "-p", "X", "--app-only", "--erase", "--image", img)
-    assert r.returncode != 0 and "erase" in r.stderr
-
-
-def test_flash_uses_the_geometry_the_build_recorded(tmp_path, firmware_bin):
-    r = cli("tools.build", "--out", str(tmp_path), "--geometry", "4MB-ota", "--no-fetch")
-    assert r.returncode == 0, r.stderr
-    cmd = _dry("write", "-p", "P", "--app-only", "--image", str(tmp_path / "vfs.bin"))
-    assert cmd[-2:] == ["0x310000", str(tmp_path / "vfs.bin")]
-
-
-def test_merge_bin_puts_the_image_at_the_vfs_offset(built, firmware_bin, tmp_path):
-    out = tmp_path / "factory.bin"
-    r = cli(
-        "tools.flash", "merge-bin", "--firmware", str(firmware_bin),
-        "--image", str(built / "vfs.bin"), "-o", str(out),
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout + r.stderr
-    data = out.read_bytes()
-    img = (built / "vfs.bin").read_bytes()
-    fw = firmware_bin.read_bytes()
-    assert len(data) == 0x400000
-    assert data[:0x1000] == b"\xff" * 0x1000
-    assert data[0x1000 : 0x1000 + len(fw)] == fw
-    assert data[0x1000 + len(fw) : 0x200000] == b"\xff" * (0x200000 - 0x1000 - len(fw))
-    assert data[0x200000:] == img
-
-
-def test_flash_refuses_an_image_that_is_not_its_partition(built, tmp_path):
-    (tmp_path / "vfs.bin").write_bytes((built / "vfs.bin").read_bytes()[: 256 * 4096])
-    (tmp_path / "vfs.json").write_text((built / "vfs.json").read_text())
-    with pytest.raises(flash.FlashError, match="partition is 2097152"):
-        flash.write_command("P", image=str(tmp_path / "vfs.bin"), app_only=True)
 
 
 # -- deploy and shortcuts --------------------------------------------------------------------
@@ -416,3 +367,35 @@ def test_shortcuts_expand_with_resume(tmp_path, monkeypatch):
     args = ["events"]
     mp.do_command_expansion(args)
     assert args[:2] == ["exec", "n=20"]
+
+
+def test_the_pinned_mqtt_client_is_in_the_image_under_the_projects_name(
+    built, tmp_path, monkeypatch
+):
+    from tools import fetch_deps
+
+    dist, version, path, digest = fetch_deps.pinned(build.MQTT_CLIENT)
+    assert (dist, version, path) == (
+        "micropython-umqtt.simple",
+        "1.3.4",
+        "meterdeps/umqtt/simple.py",
+    )
+    assert hashlib.sha256((ROOT / "lib" / path).read_bytes()).hexdigest() == digest
+    files = build.read_image((built / "vfs.bin").read_bytes())
+    assert "lib/meterdeps/umqtt/simple.mpy" in files
+    assert not [p for p in files if p.startswith("lib/umqtt/")]  # a stock image's name
+    v = json.loads(files["version.json"])
+    assert v["libraries"] == {
+        "meterdeps.umqtt.simple": {
+            "dist": dist,
+            "version": version,
+            "file": "lib/meterdeps/umqtt/simple.mpy",
+        }
+    }
+    # a lib/ whose copy is not the pinned file is refused, not built
+    other = tmp_path / "lib"
+    (other / "meterdeps/umqtt").mkdir(parents=True)
+    (other / path).write_bytes((ROOT / "lib" / path).read_bytes() + b"# changed\n")
+    monkeypatch.setattr(build, "LIB", str(other))
+    with pytest.raises(build.BuildError, match="not the pinned version"):
+        build.ensure_deps(fetch=False)

@@ -12,9 +12,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from broker import broker_fixture  # noqa: F401  (the `broker` fixture)
 
 from tools import build
 from tools.sim import emu
@@ -51,10 +53,9 @@ def factory(tmp_path_factory):
     return {"dir": d, "image": d / "build/vfs.bin", "key": key}
 
 
-def tiny_image(path, files):
-    """A 16-block image of the given {path: text} files (no firmware at all)."""
-    geo = build.geometry(offset=0x200000, size=16 * 4096)
-    data, _ = build.make_image({p: t.encode() for p, t in files.items()}, geo)
+def tiny_image(path, files, table="4MB"):
+    """An image of the given {path: text} files (no firmware) for a table's vfs."""
+    data, _ = build.make_image({p: t.encode() for p, t in files.items()}, build.geometry(table))
     Path(path).write_bytes(data)
     return path
 
@@ -77,6 +78,12 @@ def test_meter_bills_and_keeps_balance_and_relay_over_a_reboot(factory, tmp_path
     assert "answer: Accepted" in r["stdout"]  # typed at the meter's console
     assert rep["energy_reads"] >= 4  # the metering task ticks once a second
     assert rep["relay_closed"] is True and rep["relay_faults"] == 0
+    # the flash is the build's partition table: the journal where meter-4MB.csv puts it,
+    # and the state in the ring there (erased as the ring is entered)
+    assert ["journal", 0x200000, 0x10000] in rep["partitions"]
+    assert ["vfs", 0x210000, 0x1F0000] in rep["partitions"]
+    assert rep["state_store"] == "journal" and rep["journal_erases"] > 0
+    assert "no 'journal' partition" not in r["stdout"]
     j = rep["journal"]
     assert j["boots"] == 1 and j["credited"] == 1000 and j["control_state"] == 1
     assert 0 < total_mwh(j) <= rep["energy_wh"] * 1000 + 50  # saved energy, chip's truth
@@ -142,32 +149,40 @@ def test_fake_machine_watchdog_reset_and_pins(tmp_path):
     r = emu.boot(busy, tmp_path / "busy", seconds=20, timeout=20)
     assert r["rc"] == 3 and r["report"]["end"] == "wdt_reset"  # a hung loop, no I/O
     assert r["report"]["uptime_ms"] < 3000
-    probe = tiny_image(
-        tmp_path / "probe.bin",
-        {
-            "boot.py": "import sys, os\nprint('path', sys.path, sorted(os.listdir('/')))\n",
-            "main.py": (
-                "import machine, esp32\n"
-                "p = machine.Pin(0, machine.Pin.IN, machine.Pin.PULL_UP)\n"
-                "print('strap', p.value(), 'cause', machine.reset_cause())\n"
-                "print('vfs', [x.info()[4] for x in esp32.Partition.find(1)])\n"
-                "i2c = machine.I2C(0, scl=machine.Pin(22), sda=machine.Pin(21))\n"
-                "i2c.writeto(0x3C, b'\\x80\\xaf')\n"
-                "try:\n"
-                "    i2c.writeto(0x50, b'\\x00')\n"
-                "except OSError as e:\n"
-                "    print('i2c', i2c.scan(), e.args[0])\n"
-                "machine.reset()\n"
-            ),
-        },
-    )
-    r = emu.boot(probe, tmp_path / "probe", {"held_low": [0], "journal": None}, seconds=5)
+    probe_files = {
+        "boot.py": "import sys, os\nprint('path', sys.path, sorted(os.listdir('/')))\n",
+        "main.py": (
+            "import machine, esp32\n"
+            "p = machine.Pin(0, machine.Pin.IN, machine.Pin.PULL_UP)\n"
+            "print('strap', p.value(), 'cause', machine.reset_cause())\n"
+            "print('vfs', [x.info()[4] for x in esp32.Partition.find(1)])\n"
+            "i2c = machine.I2C(0, scl=machine.Pin(22), sda=machine.Pin(21))\n"
+            "i2c.writeto(0x3C, b'\\x80\\xaf')\n"
+            "try:\n"
+            "    i2c.writeto(0x50, b'\\x00')\n"
+            "except OSError as e:\n"
+            "    print('i2c', i2c.scan(), e.args[0])\n"
+            "machine.reset()\n"
+        ),
+    }
+    probe = tiny_image(tmp_path / "probe.bin", probe_files, "stock-4MB")
+    world = {"held_low": [0], "table": "stock-4MB"}
+    r = emu.boot(probe, tmp_path / "probe", world, seconds=5)
     assert r["rc"] == 4 and r["report"]["end"] == "machine_reset", r["stdout"]
-    assert "path ['', '.frozen', '/lib'] ['boot.py', 'main.py']" in r["stdout"]
-    assert "strap 0 cause 1" in r["stdout"] and "vfs ['vfs']" in r["stdout"]
+    # the board's path, with the stock frozen modules' stand-ins in .frozen's place (their
+    # mount point shows in the root's listing; on a board nothing does)
+    assert (
+        "path ['', '.frozen', '/frozen', '/lib'] ['boot.py', 'frozen', 'main.py']" in (r["stdout"])
+    )
+    # the stock table's data partitions, and the vfs the port adds after the app
+    assert "strap 0 cause 1" in r["stdout"] and "vfs ['nvs', 'phy_init', 'vfs']" in r["stdout"]
+    assert ["vfs", 0x200000, 0x200000] in r["report"]["partitions"]
     # the display model answers at 3CH; nothing else on the bus acknowledges: ENODEV
     assert "i2c [60] 19" in r["stdout"] and r["report"]["i2c_transfers"] == 2
-    r = emu.boot(probe, tmp_path / "probe", {"journal": None}, seconds=5)
+    probe = tiny_image(tmp_path / "probe2.bin", probe_files)  # for the meter's 4MB table
+    r = emu.boot(probe, tmp_path / "probe2", {}, seconds=5)
+    assert "vfs ['nvs', 'phy_init', 'journal', 'vfs']" in r["stdout"]
+    r = emu.boot(probe, tmp_path / "probe2", {}, seconds=5)
     assert "strap 1 cause 5" in r["stdout"]  # pulled up; machine.reset() is SOFT_RESET
     armed = tiny_image(
         tmp_path / "armed.bin", {"main.py": "import machine\nmachine.WDT(timeout=400)\n"}
@@ -180,11 +195,11 @@ def test_corrupted_and_blank_filesystems(tmp_path, factory):
     small = build.geometry(size=256 * 4096)
     data, _ = build.make_image({"main.py": b"print('never')\n"}, small)
     (tmp_path / "small.bin").write_bytes(data)
-    # a 256-block image in the 512-block partition: what a board does with it
-    r = emu.boot(tmp_path / "small.bin", tmp_path / "c", seconds=5, partition_blocks=512)
+    # a 256-block image in the 4MB table's 496-block vfs: what a board does with it
+    r = emu.boot(tmp_path / "small.bin", tmp_path / "c", seconds=5)
     assert r["rc"] == 6 and r["report"]["end"] == "fs_corrupted"
     assert "The filesystem appears to be corrupted" in r["stdout"] and "never" not in r["stdout"]
-    (tmp_path / "blank.bin").write_bytes(b"\xff" * 16 * 4096)
+    (tmp_path / "blank.bin").write_bytes(b"\xff" * 0x1F0000)  # the erased vfs partition
     r = emu.boot(tmp_path / "blank.bin", tmp_path / "b", seconds=5)
     assert r["rc"] == 0 and "Performing initial setup" in r["stdout"]
     assert build.read_image((tmp_path / "b/vfs.bin").read_bytes()) == {}  # formatted
@@ -329,3 +344,101 @@ def test_modem_model_answers_on_the_modem_uart(factory, tmp_path):
     # the cellular driver brought the modem up over AT and tried the broker's TCP port
     assert rep["modem"]["commands"] >= 5 and rep["modem"]["opens"] >= 1
     assert rep["energy_reads"] >= 1  # metering never waits for the network
+
+
+def _factory_build(tmp_path, factory, settings, *extra):
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    out = tmp_path / "b"
+    r = subprocess.run(
+        [sys.executable, "-m", "tools.build", "--out", str(out), "--no-fetch"]
+        + ["--settings", str(tmp_path / "settings.json")]
+        + ["--key", str(factory["dir"] / "meter.key"), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    return out / "vfs.bin"
+
+
+def test_on_a_stock_table_the_fallback_is_announced_and_keeps_the_state(factory, tmp_path):
+    # an image for MicroPython's own 4 MB table (no journal, vfs by the port's rule),
+    # booted on that table: what a board flashed with the stock layout runs
+    image = _factory_build(tmp_path, factory, SETTINGS, "--geometry", "stock-4MB")
+    token = core.compact_credit(factory["key"], 3, 1000)
+    r = emu.boot(
+        image,
+        tmp_path / "s",
+        {"load_w": 3000},
+        seconds=5,
+        stdin=("tech.topup('%s')\r\ntech.events(5)\r\n" % token).encode(),
+    )
+    rep = r["report"]
+    assert r["rc"] == 0 and rep["end"] == "time_limit", r["stdout"] + r["stderr"]
+    assert [p[0] for p in rep["partitions"]] == ["nvs", "phy_init", "factory", "vfs"]
+    # announced on the console and as an event in the meter's log
+    assert "storage: no 'journal' partition: state in littlefs files" in r["stdout"]
+    assert "storage_fallback" in r["stdout"]  # tech.events(), typed at the console
+    assert "answer: Accepted" in r["stdout"]
+    assert rep["state_store"] == "statefile" and "journal_erases" not in rep
+    j = rep["journal"]  # the newest state record, from the littlefs state files
+    assert j["boots"] == 1 and j["credited"] == 1000 and j["charged"] > 0
+    assert j["balance"] == 1000 - j["charged"]
+    # the state is safe across a restart: the next boot takes it up from the files
+    r2 = emu.boot(image, tmp_path / "s", {"load_w": 3000}, seconds=4, stdin=b"tech.events(5)\r\n")
+    rep2 = r2["report"]
+    assert r2["rc"] == 0 and rep2["end"] == "time_limit", r2["stdout"] + r2["stderr"]
+    assert "storage: no 'journal' partition" in r2["stdout"] and "storage_fallback" in r2["stdout"]
+    j2 = rep2["journal"]
+    assert j2["boots"] == 2 and j2["credited"] == 1000
+    assert j2["charged"] > j["charged"] and j2["balance"] == 1000 - j2["charged"]
+    assert rep2["relay_closed"] is True
+
+
+def test_the_mqtt_client_that_runs_is_the_images_while_frozen_holds_another(
+    factory, tmp_path, broker
+):
+    import paho.mqtt.client as paho
+
+    settings = dict(SETTINGS, mqtt_host="127.0.0.1", mqtt_port=broker.port)
+    image = _factory_build(tmp_path, factory, settings)
+    # what the image holds, and what it would not: the old way's /lib/umqtt/simple.mpy,
+    # which on a board (and here) the stock image's frozen umqtt.simple shadows
+    built = build.read_image(image.read_bytes())
+    img = tmp_path / "img.bin"
+    img.write_bytes(
+        build.edit_image(
+            image.read_bytes(), {"lib/umqtt/simple.mpy": built["lib/meterdeps/umqtt/simple.mpy"]}
+        )
+    )
+    states = []
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="backoffice-probe")
+    sub.on_message = lambda c, u, m: states.append(m.payload)
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe("meters/%d/state" % METER_ID, 1)
+    sub.loop_start()
+    try:
+        r = emu.boot(
+            img,
+            tmp_path / "s",
+            {"modem": {"dialect": "simcom"}},
+            seconds=8,
+            stdin=b"import umqtt.simple as u\r\nprint('umqtt.simple is', u.STAND_IN)\r\n",
+        )
+        deadline = time.time() + 5
+        while not states and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    rep = r["report"]
+    assert r["rc"] == 0 and rep["end"] == "time_limit", r["stdout"] + r["stderr"]
+    assert states, "the meter published no state: " + r["stdout"][-2000:]
+    # the name umqtt.simple is the frozen one, as on a board (.frozen before /lib) ...
+    assert "umqtt.simple is stock image's frozen umqtt.simple 1.7.0" in r["stdout"]
+    assert rep["frozen_imports"] == ["umqtt.simple"]  # ... imported by that line only
+    # ... and the client that talked to the broker is the image's pinned copy
+    client = rep["mqtt_client"]
+    assert client["loaded"] is True and client["file"] == "/lib/meterdeps/umqtt/simple.mpy"
+    assert client["version"] == "1.3.4" and client["dist"] == "micropython-umqtt.simple"

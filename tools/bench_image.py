@@ -3,7 +3,7 @@
   image_files        files in the software image (tools/build defaults: boot.py, main.py,
                      the .mpy of firmware/ and drivers/, umqtt.simple, version.json)
   image_mpy_bytes    bytes of .mpy code in it (mpy-cross -march=xtensawin)
-  image_used_bytes   bytes of the 2 MB LittleFS partition in use (blocks x 4096)
+  image_used_bytes   bytes of the LittleFS vfs partition in use (blocks x 4096)
   boot_firmware_heap_bytes  heap the firmware holds once the meter is built and its
                      tasks run (boot.py + main.py of a factory image on the emulated board,
                      sampled after gc.collect() at the first watchdog feed), less the

@@ -5,27 +5,33 @@
                           [--out build]
 
 Every .py in firmware/ and drivers/ is compiled with `mpy-cross -march=<arch>` (boot.py
-and main.py stay source: the port runs them by file name); umqtt.simple comes from lib/
-(tools/fetch_deps.py fetches it when missing) and is compiled too. Nothing from tools/
+and main.py stay source: the port runs them by file name); umqtt.simple, pinned in
+tools/fetch_deps.py (which fetches it when missing), comes from lib/meterdeps/ and is
+compiled into lib/meterdeps/umqtt/simple.mpy: under the project's own package name, so a
+stock image's frozen umqtt.simple cannot take its place (docs/board.md). Nothing from tools/
 or tests/ is ever staged, in particular no `machine.py` fake.
 
 Outputs, in --out (default build/, ignored by git):
   fs/             the staged tree, exactly the files of the image
   vfs.bin         the LittleFS image of the ESP32's "vfs" partition
-  vfs.json        its geometry (offset, size, block size and count, arch) for tools/flash
+  vfs.json        its geometry (offset, size, block size and count, arch, table) for tools/flash
+  partitions.bin  the binary partition table of that geometry (flashed at 0x8000)
   version.json    the version manifest (also in the image)
   manifest.py     freeze the code into a custom MicroPython build (FROZEN_MANIFEST=...)
   package.json    `mpremote mip install --target / build/package.json` (urls relative)
 
-Geometry (MicroPython >= 1.26 makes "vfs" from the end of the last partition to the end
-of the flash; block size 4096, block count = size / 4096, which must match exactly or the
-board prints "The filesystem appears to be corrupted" forever):
-  4MB      0x200000 + 0x200000   512 blocks (ESP32_GENERIC, the default)
-  8MB      0x200000 + 0x600000  1536 blocks
-  16MB     0x200000 + 0xE00000  3584 blocks
-  4MB-ota  0x310000 +  0xF0000   240 blocks (partitions-4MiB-ota.csv)
---offset/--size describe any other partition table; --block-count, when given, is
-checked against size / 4096 and a mismatch is refused.
+Geometry: the "vfs" partition of a partition table in tools/partitions/ (tools/parttable.py;
+--geometry names it), the one tools/flash writes at 0x8000 and the emulated board boots:
+  4MB      meter-4MB.csv       vfs 0x210000 + 0x1F0000   496 blocks (the default)
+  8MB      meter-8MB.csv       vfs 0x210000 + 0x5F0000  1520 blocks
+  16MB     meter-16MB.csv      vfs 0x210000 + 0xDF0000  3568 blocks
+  8MB-ota  meter-8MB-ota.csv   vfs 0x500000 + 0x300000   768 blocks (two app slots)
+  stock-4MB, stock-8MB, stock-16MB, stock-4MB-ota: MicroPython's own tables (no journal;
+  vfs by the port's rule, from the end of the last partition to the end of the flash)
+Block size 4096, block count = size / 4096, which must match exactly or the board prints
+"The filesystem appears to be corrupted" forever. docs/board.md has the layouts.
+--offset/--size describe any other vfs partition (no table: tools/flash then writes the
+image only); --block-count, when given, is checked against size / 4096.
 
 A factory image for one meter adds `--settings settings.json` (validated with the
 firmware's own schema: a bad field is refused by name) and `--key meter.key` (a 44-byte
@@ -62,22 +68,20 @@ from pathlib import Path
 
 import click
 
+from tools import parttable
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK_SIZE = 4096
 CODE_DIRS = ("firmware", "drivers")
 SOURCE_FILES = ("boot.py", "main.py")
-DEPS = (("lib", "umqtt/simple.py"),)  # (directory, module path) compiled into lib/
+LIB = "lib"  # the fetched dependencies (tools/fetch_deps.py), compiled into the image's lib/
+MQTT_CLIENT = "meterdeps.umqtt.simple"  # firmware/comms/mqtt/session.py imports it
+DEPS = (MQTT_CLIENT,)
 FACTORY_FILES = ("settings.json", "meter.key")
 VERSION_FILE = "version.json"
 MARCHES = ("xtensawin", "rv32imc")  # ESP32/S2/S3, C3/C6
 
-# name: (offset, size) of the "vfs" partition
-GEOMETRIES = {
-    "4MB": (0x200000, 0x200000),
-    "8MB": (0x200000, 0x600000),
-    "16MB": (0x200000, 0xE00000),
-    "4MB-ota": (0x310000, 0xF0000),
-}
+GEOMETRIES = tuple(parttable.TABLES)  # the named partition tables
 
 
 class BuildError(Exception):
@@ -91,12 +95,17 @@ def project_version():
 
 # -- geometry ----------------------------------------------------------------------------
 def geometry(name="4MB", offset=None, size=None, block_count=None):
-    """{"name", "offset", "size", "block_size", "block_count"}; BuildError if inconsistent."""
-    if name not in GEOMETRIES:
-        raise BuildError("geometry %r: one of %s" % (name, ", ".join(GEOMETRIES)))
-    off, sz = GEOMETRIES[name]
+    """{"name", "offset", "size", "block_size", "block_count", "table"}: the vfs partition
+    of the named table ("table": its name), or of --offset/--size ("table": None);
+    BuildError if inconsistent."""
+    try:
+        parts, flash = parttable.load(name)
+    except parttable.TableError as e:
+        raise BuildError("geometry %s" % e) from None
+    vfs = parttable.find(parttable.with_vfs(parts, flash), "vfs")
+    off, sz, table = vfs.offset, vfs.size, name
     if offset is not None or size is not None:
-        name = "custom"
+        name, table, flash = "custom", None, None
         off = off if offset is None else offset
         sz = sz if size is None else size
     if off % BLOCK_SIZE:
@@ -120,6 +129,8 @@ def geometry(name="4MB", offset=None, size=None, block_count=None):
         "size": sz,
         "block_size": BLOCK_SIZE,
         "block_count": count,
+        "table": table,
+        "flash_size": flash,
     }
 
 
@@ -157,17 +168,36 @@ def compile_mpy(src, source_name, march, tmp):
     return data
 
 
+def _pin(module):
+    from tools import fetch_deps
+
+    return fetch_deps.pinned(module)  # (PyPI name, version, lib/ path, SHA-256)
+
+
+def _stale():
+    """The pinned modules missing from lib/ or not the pinned file."""
+    out = []
+    for mod in DEPS:
+        _, _, path, digest = _pin(mod)
+        src = ROOT / LIB / path
+        if not src.is_file() or hashlib.sha256(src.read_bytes()).hexdigest() != digest:
+            out.append(LIB + "/" + path)
+    return out
+
+
 def ensure_deps(fetch=True):
-    """lib/umqtt/simple.py, fetched by tools/fetch_deps.py when missing and allowed."""
-    missing = [(d, m) for d, m in DEPS if not (ROOT / d / m).is_file()]
-    if missing and fetch:
+    """The pinned modules in lib/, fetched by tools/fetch_deps.py when missing or not
+    the pinned file, and allowed."""
+    stale = _stale()
+    if stale and fetch:
         from tools import fetch_deps
 
         fetch_deps.main([])
-        missing = [(d, m) for d, m in DEPS if not (ROOT / d / m).is_file()]
-    if missing:
+        stale = _stale()
+    if stale:
         raise BuildError(
-            "%s missing: run `make deps` (tools/fetch_deps.py)" % "/".join(missing[0])
+            "%s missing or not the pinned version: run `make deps` (tools/fetch_deps.py)"
+            % stale[0]
         )
 
 
@@ -178,9 +208,23 @@ def code_sources():
         for src in sorted((ROOT / d).rglob("*.py")):
             rel = src.relative_to(ROOT).as_posix()
             out.append((src, rel, rel[:-3] + ".mpy"))
-    for d, mod in DEPS:
-        rel = d + "/" + mod
-        out.append((ROOT / rel, mod, "lib/" + mod[:-3] + ".mpy"))
+    for mod in DEPS:
+        path = _pin(mod)[2]
+        out.append((ROOT / LIB / path, path, "lib/" + path[:-3] + ".mpy"))
+    return out
+
+
+def libraries(frozen):
+    """version.json's "libraries": {import name: {"dist", "version", "file"}}: what each
+    pinned module is and the file of the image that holds it (None: frozen)."""
+    out = {}
+    for mod in DEPS:
+        dist, version, path, _ = _pin(mod)
+        out[mod] = {
+            "dist": dist,
+            "version": version,
+            "file": None if frozen else "lib/" + path[:-3] + ".mpy",
+        }
     return out
 
 
@@ -236,6 +280,7 @@ def version_manifest(files, march, frozen):
         "version": project_version(),
         "march": march,
         "frozen": frozen,
+        "libraries": libraries(frozen),
         "commit": _git("rev-parse", "HEAD"),
         "dirty": bool(status) if status is not None else None,
         "files": dict(sorted(hashes.items())),
@@ -339,10 +384,15 @@ def manifest_py(version, out_dir):
         '    version="%s",' % version,
         '    license="proprietary",',
         ")",
-        "# Everything the port freezes by default (asyncio, umqtt.simple, ...).",
+        "# Everything the port freezes by default (asyncio, its own umqtt.simple, ...).",
         'include("$(PORT_DIR)/boards/manifest.py")',
-        'require("umqtt.simple")',
+        "# The pinned umqtt.simple (tools/fetch_deps.py), under the project's own name.",
     ]
+    lib = os.path.relpath(ROOT / LIB, out_dir).replace(os.sep, "/")
+    for mod in DEPS:
+        top, _, rest = _pin(mod)[2].partition("/")
+        lines += ["package(", '    "%s",' % top, '    files=("%s",),' % rest]
+        lines += ['    base_path="%s",' % lib, ")"]
     for d in CODE_DIRS:
         names = [p.relative_to(ROOT / d).as_posix() for p in sorted((ROOT / d).rglob("*.py"))]
         lines.append("package(")
@@ -384,8 +434,8 @@ def build(
     for name in SOURCE_FILES:
         files[name] = (ROOT / name).read_bytes()
     code_bytes = 0
+    ensure_deps(fetch)  # the frozen build's manifest.py freezes them from lib/
     if not frozen:
-        ensure_deps(fetch)
         with tempfile.TemporaryDirectory(prefix="meter-build-") as tmp:
             for src, rel, dest in code_sources():
                 files[dest] = compile_mpy(src, rel, march, tmp)
@@ -420,6 +470,11 @@ def build(
     info = dict(geo, march=march, frozen=frozen, version=manifest["version"])
     info["offset_hex"] = "0x%x" % geo["offset"]
     (out / "vfs.json").write_text(json.dumps(info, indent=1) + "\n")
+    table = out / "partitions.bin"
+    if geo["table"] is not None:
+        table.write_bytes(parttable.to_binary(parttable.load(geo["table"])[0]))
+    elif table.exists():
+        table.unlink()  # a custom vfs has no table: none of an earlier build stays
     (out / VERSION_FILE).write_bytes(files[VERSION_FILE])
     (out / "manifest.py").write_text(manifest_py(manifest["version"], out))
     pkg = package_json(files, manifest["version"])

@@ -4,7 +4,7 @@
     python -m tools.deploy install-shortcuts [--force] [--dry-run]
 
 `push` copies the built software files (build/fs from `python -m tools.build`: boot.py,
-main.py, firmware/**/*.mpy, drivers/**/*.mpy, lib/umqtt/simple.mpy, version.json last) to the
+main.py, firmware/**/*.mpy, drivers/**/*.mpy, lib/meterdeps/umqtt/simple.mpy, version.json last) to the
 board without stopping the meter:
 
     mpremote connect PORT resume fs cp -r build/fs/firmware build/fs/drivers build/fs/lib :
@@ -14,7 +14,8 @@ board without stopping the meter:
 `resume` keeps mpremote from soft-resetting the board (the meter's console answers raw
 REPL beside the running loop). mpremote skips files whose SHA-256 already matches. Then
 every .py in firmware/ and drivers/ (a .py would shadow its .mpy) and every .mpy there
-or in lib/umqtt that the build does not have is removed; version.json goes last, so a
+or in lib/meterdeps (and lib/umqtt, where older builds put umqtt.simple) that the build
+does not have is removed; version.json goes last, so a
 push cut short shows as a hash mismatch in `tech.version()`. The new code runs from the
 next start: `--reset` resets the board at the end (the meter comes back in the state
 its journal holds). The meter's own files (settings.json, meter.key, logs, state) are
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHORTCUTS = ROOT / "tools/mpremote/config.py"
 CODE_DIRS = ("firmware", "drivers", "lib")
 TOP_FILES = ("boot.py", "main.py")
-STALE_DIRS = ("firmware", "drivers", "lib/umqtt")
+STALE_DIRS = ("firmware", "drivers", "lib/meterdeps", "lib/umqtt")  # lib/umqtt: older builds'
 
 
 class DeployError(Exception):

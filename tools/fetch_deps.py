@@ -1,10 +1,13 @@
 """Fetch the micropython-lib packages the firmware uses into lib/ (CPython, host).
 
-micropython-lib `umqtt.simple` is a dependency, never part of the tree. Its PyPI sdist
-(1.3.4) has no setup.py, so pip cannot install it: this script downloads the sdist
-from PyPI, checks its SHA-256 against the digest PyPI publishes, and unpacks the
-package's modules into lib/ (on MICROPYPATH for the tests and the simulator). The
-ESP32 image freezes umqtt.simple already; the build brings its own copy.
+micropython-lib `umqtt.simple` is a dependency, never part of the tree, pinned to one
+version (PACKAGES: the version and the SHA-256 of each module file). Its PyPI sdist has
+no setup.py, so pip cannot install it: this script downloads the sdist from PyPI, checks
+its SHA-256 against the digest PyPI publishes and each module against the pin, and
+unpacks the modules into lib/ under the project's own package `meterdeps`
+(lib/meterdeps/umqtt/simple.py, imported as `meterdeps.umqtt.simple`). A stock ESP32
+image freezes another umqtt.simple as `umqtt.simple` (`.frozen` comes before /lib on the
+board): under its own name the pinned copy is the one that loads (docs/board.md).
 
 Usage: python tools/fetch_deps.py [--dest lib]
 """
@@ -20,7 +23,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = "https://pypi.org/simple/%s/"  # the simple API (PEP 691 JSON): files and hashes
-PACKAGES = [("micropython-umqtt.simple", "1.3.4", ["umqtt/simple.py"])]
+PACKAGE_DIR = "meterdeps"  # lib/<this>/...: the project's own import path for them
+# (PyPI name, version, {module file in the sdist: its SHA-256}, import name)
+PACKAGES = [
+    (
+        "micropython-umqtt.simple",
+        "1.3.4",
+        {"umqtt/simple.py": "8555d2f654deb8eb0d724f79b0811a78cc94029d070f3d96bbd74288653d63a5"},
+        "umqtt.simple",
+    ),
+]
+
+
+def pinned(module):
+    """(PyPI name, version, lib/-relative path, SHA-256) of a pinned module by its import
+    name under the project's package, e.g. "meterdeps.umqtt.simple"."""
+    for name, version, members, mod in PACKAGES:
+        if PACKAGE_DIR + "." + mod == module:
+            member = mod.replace(".", "/") + ".py"
+            return name, version, PACKAGE_DIR + "/" + member, members[member]
+    raise KeyError(module)
 
 
 def _normalise(name):
@@ -44,12 +66,15 @@ def fetch(name, version, members, dest):
         raise SystemExit("fetch_deps: %s: SHA-256 mismatch, not unpacked" % info["filename"])
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         names = {Path(m.name).relative_to(Path(m.name).parts[0]).as_posix(): m for m in tar}
-        for member in members:
+        for member, digest in members.items():
             if member not in names:
                 raise SystemExit("fetch_deps: %s not in %s" % (member, info["filename"]))
-            out = dest / member
+            body = tar.extractfile(names[member]).read()
+            if hashlib.sha256(body).hexdigest() != digest:
+                raise SystemExit("fetch_deps: %s %s: not the pinned file" % (name, member))
+            out = dest / PACKAGE_DIR / member
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(tar.extractfile(names[member]).read())
+            out.write_bytes(body)
             print("fetch_deps: %s %s -> %s" % (name, version, out.relative_to(ROOT)))
 
 
@@ -58,7 +83,7 @@ def main(argv=None):
     ap.add_argument("--dest", default=str(ROOT / "lib"))
     args = ap.parse_args(argv)
     dest = Path(args.dest).resolve()
-    for name, version, members in PACKAGES:
+    for name, version, members, _ in PACKAGES:
         fetch(name, version, members, dest)
     return 0
 

@@ -40,6 +40,9 @@ CONFIG_DEFAULTS = "config_defaults"
 # The technician's console (firmware/service/console.py) ran its first command since the
 # start (detail 0): someone is at the meter's serial port.
 CONSOLE_SESSION = "console_session"
+# The partition table has no "journal" partition (a stock MicroPython table): the state
+# is kept in the A/B state files on littlefs instead (firmware/build.py); once a start.
+STORAGE_FALLBACK = "storage_fallback"
 
 
 class EventLog:

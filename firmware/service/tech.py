@@ -166,9 +166,14 @@ def audit(n=20):
 
 
 def version():
+    """The software identification, and the MQTT client that loaded ("mqtt_client":
+    firmware/storage/version.py's library())."""
+    from firmware.comms.mqtt.session import CLIENT
     from firmware.storage import version as ver
 
-    return ver.identify()
+    out = ver.identify()
+    out["mqtt_client"] = ver.library(CLIENT)
+    return out
 
 
 # -- changing ----------------------------------------------------------------------------

@@ -10,6 +10,13 @@ Combined hash: SHA-256 over the UTF-8 lines `<path> <sha256 hex of the file's by
 of every file, sorted by path (paths relative to the root, '/' separated). Without a
 `version.json` (a development tree) the files hashed are boot.py, main.py and the .py
 and .mpy files under firmware/ and drivers/, and the version is "unreleased".
+
+Libraries (`library(name)`): the build records in version.json's "libraries" what each
+pinned dependency is (its distribution, version and the image file holding it, None when
+frozen). A module identifies itself by the file it was loaded from: when that is the
+file the build put there, unchanged (its SHA-256 the one in "files"), its version is the
+recorded one; any other file (another copy on the path, a frozen module the build did
+not freeze) is "unknown", with the file named. umqtt.simple carries no version of its own.
 """
 
 import binascii
@@ -44,6 +51,55 @@ def combined(hashes):
     for path in sorted(hashes):
         h.update((path + " " + hashes[path] + "\n").encode())
     return binascii.hexlify(h.digest()).decode()
+
+
+def _manifest(root):
+    try:
+        with open(_join(root, MANIFEST)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+_libs = {}  # name: what library() found, once the module is loaded (it cannot change)
+
+
+def library(name, root=""):
+    """{"module", "loaded", "file", "version", "dist"} of a library module as the meter
+    loaded it (see the module docstring); "loaded" False and no file while nobody has
+    imported it."""
+    import sys
+
+    got = _libs.get(name)
+    if got is not None:
+        return got
+    manifest = _manifest(root) or {}
+    rec = manifest.get("libraries", {}).get(name) or {}
+    out = {"module": name, "loaded": False, "file": None, "version": None}
+    out["dist"] = rec.get("dist")
+    mod = sys.modules.get(name)
+    if mod is None:
+        return out
+    out["loaded"] = True
+    path = getattr(mod, "__file__", None)
+    out["file"] = path
+    out["version"] = "unknown"
+    if path is None:
+        pass
+    elif path.startswith(".frozen/"):
+        if manifest.get("frozen") and "version" in rec and rec.get("file") is None:
+            out["version"] = rec["version"]  # the build froze it: no file to hash
+    else:
+        rel = path.lstrip("/")
+        if root not in ("", ".", "/") and rel.startswith(root.strip("/") + "/"):
+            rel = rel[len(root.strip("/")) + 1 :]
+        h = file_hash(path)
+        if h is not None and rec.get("file") == rel and manifest["files"].get(rel) == h:
+            out["version"] = rec["version"]
+        else:
+            out["sha256"] = h
+    _libs[name] = out
+    return out
 
 
 def _join(root, path):
@@ -99,12 +155,7 @@ async def identify_async(sleep_ms, root=""):
 
 def _identify(root, out):
     """Fills `out` (see identify), yielding after each file hashed."""
-    manifest = None
-    try:
-        with open(_join(root, MANIFEST)) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        pass
+    manifest = _manifest(root)
     if manifest is not None:
         names = list(manifest.get("files", {}))
         version = manifest.get("version", "?")

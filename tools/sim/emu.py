@@ -4,10 +4,13 @@
                             [--held-low 0] [--world FILE] [--heap 1024wk]
                             [--console | --serve PORT]
 
-IMAGE (default build/vfs.bin) is copied into the state directory the first time; after
-that the board boots from DIR/vfs.bin, so what the meter wrote (settings, logs, the
+IMAGE (default build/vfs.bin) is copied into the state directory the first time, with
+the partition table the build made beside it (partitions.bin, and vfs.json for the flash
+size; an image without one boots on the meter's 4MB table); after that the board boots
+from DIR/vfs.bin on DIR/partitions.bin, so what the meter wrote (settings, logs, the
 A/B state files) is there at the next boot, with the journal partition (DIR/journal.bin)
-and the world's state (DIR/state.json: relay contacts, reset cause). --console connects
+and the world's state (DIR/state.json: relay contacts, reset cause). A world's "table"
+(a table name, e.g. "stock-4MB") boots the image on another table. --console connects
 the terminal to the meter's console (the REPL port); --serve PORT puts it on a TCP port for mpremote
 (`mpremote connect socket://127.0.0.1:PORT status`); without either the port is closed.
 Prints the emulator's report (tools/sim/emuboot.py) as JSON; the exit code is its.
@@ -37,10 +40,17 @@ def prepare(image, state_dir, world=None, seconds=None, fresh=False):
     img = d / "vfs.bin"
     if fresh or not img.exists():
         shutil.copyfile(image, img)
-        for name in ("journal.bin", "state.json"):
+        for name in ("journal.bin", "state.json", "partitions.bin", "vfs.json"):
             if (d / name).exists():
                 (d / name).unlink()
+        for name in ("partitions.bin", "vfs.json"):  # the table flashed with the image
+            if Path(image).with_name(name).exists():
+                shutil.copyfile(Path(image).with_name(name), d / name)
     cfg = {"journal": str(d / "journal.bin"), "state": str(d / "state.json")}
+    if (d / "partitions.bin").exists():
+        cfg["table"] = str(d / "partitions.bin")
+        if (d / "vfs.json").exists():
+            cfg["flash_size"] = json.loads((d / "vfs.json").read_text()).get("flash_size")
     cfg.update(world or {})
     if seconds is not None:
         cfg["run_s"] = seconds
@@ -48,14 +58,12 @@ def prepare(image, state_dir, world=None, seconds=None, fresh=False):
     return d
 
 
-def command(state_dir, heap="1024wk", partition_blocks=None, repl=False):
+def command(state_dir, heap="1024wk", repl=False):
     d = Path(state_dir).resolve()
     cmd = [micropython_cmd(), "-X", "heapsize=" + heap]
     if repl:
         cmd.append("-i")
     cmd += [str(EMUBOOT), str(d / "vfs.bin"), "--world", str(d / "world.json")]
-    if partition_blocks is not None:
-        cmd += ["--partition-blocks", str(partition_blocks)]
     if repl:
         cmd.append("--repl")
     return cmd
@@ -76,7 +84,6 @@ def boot(
     heap="1024wk",
     stdin=b"",
     fresh=False,
-    partition_blocks=None,
     timeout=120,
 ):
     """Boot once; returns {"rc", "report", "stdout", "stderr"}. `stdin`: bytes for the
@@ -85,7 +92,7 @@ def boot(
     env = dict(os.environ)
     env.pop("MICROPYPATH", None)  # emuboot sets its own path
     proc = subprocess.run(
-        command(d, heap, partition_blocks),
+        command(d, heap),
         input=stdin,
         capture_output=True,
         timeout=timeout,

@@ -1,13 +1,13 @@
 """Boot a built image on the emulated board, the way the ESP32 port boots (MicroPython).
 
-    micropython -X heapsize=1024wk tools/sim/emuboot.py IMAGE [--world WORLD.json]
-                [--partition-blocks N] [--repl]
+    micropython -X heapsize=1024wk tools/sim/emuboot.py IMAGE [--world WORLD.json] [--repl]
 
 (`python -m tools.sim.emu` drives it from the host: state directory, world file,
 report.) What happens, in the ESP32 port's order:
 
-1. The world (tools/sim/emuworld.py: chip, relay, pins, partitions, watchdog) is made
-   from WORLD.json with IMAGE as the "vfs" partition, and the fake `machine` and `esp32`
+1. The world (tools/sim/emuworld.py: chip, relay, pins, the partition table, watchdog)
+   is made from WORLD.json with IMAGE in the table's "vfs" partition (its size is the
+   partition's, as on the board), and the fake `machine` and `esp32`
    (tools/sim/fakes/) are imported from the host tree, before anything is mounted:
    they stay in sys.modules, as the built-in modules are on the board. Nothing of
    firmware/ or drivers/ may be imported from the host (checked).
@@ -15,8 +15,11 @@ report.) What happens, in the ESP32 port's order:
    replaces the host filesystem at "/" (the host is no longer reachable); if the mount
    fails, inisetup's rule: a blank block 0 is formatted, anything else prints the
    port's "filesystem appears to be corrupted" message (the board would loop there).
-   cwd "/", `sys.path = ['', '.frozen', '/lib']` as on the ESP32 (its main.c appends
-   /lib after the frozen modules).
+   cwd "/", `sys.path = ['', '.frozen', '/frozen', '/lib']`: the ESP32's
+   `['', '.frozen', '/lib']` (its main.c appends /lib after the frozen modules), with
+   the stock image's frozen micropython-lib modules that the unix port lacks (the
+   world's `frozen` directory: tools/sim/stockfrozen, umqtt.simple among them) mounted
+   read-only at /frozen, in the place of `.frozen`: before /lib, as on the board.
 3. boot.py, then main.py, from the image, executed in one shared `__main__` namespace
    with `__file__` set (pyexec_file); modules boot.py imports stay in sys.modules.
 4. The end: main.py returned (the board sits at the REPL; an armed watchdog then
@@ -26,8 +29,11 @@ report.) What happens, in the ESP32 port's order:
    image's writes are in IMAGE: the next boot finds all of it. The last line on stdout
    is `EMU-REPORT {json}`: end, uptime, relay, energy, ticks (energy register reads),
    watchdog feeds, heap after boot (sampled at the first watchdog feed: the meter
-   built and its tasks started), the emulator's own allocation, the journal's newest
-   record decoded by the image's firmware.
+   built and its tasks started), the emulator's own allocation, the partitions, the
+   state's newest record decoded by the image's firmware (from the journal, or from
+   the littlefs state files on a table without one: "state_store" says which), and
+   the MQTT client that loaded (`mqtt_client`: tech.version()'s, by the image's code)
+   with the stock frozen stand-ins that were imported (`frozen_imports`).
 
 Exit codes: 0 run limit reached or main.py returned, 1 exception, 2 interrupted,
 3 watchdog reset, 4 machine.reset(), 5 soft reset, 6 filesystem corrupted.
@@ -71,16 +77,13 @@ def _dirname(path):
 
 
 def _args(argv):
-    opts = {"image": None, "world": None, "blocks": None, "repl": False}
+    opts = {"image": None, "world": None, "repl": False}
     i = 0
     while i < len(argv):
         a = argv[i]
         if a == "--world":
             i += 1
             opts["world"] = _abs(argv[i])
-        elif a == "--partition-blocks":
-            i += 1
-            opts["blocks"] = int(argv[i])
         elif a == "--repl":
             opts["repl"] = True
         elif opts["image"] is None:
@@ -89,9 +92,7 @@ def _args(argv):
             raise SystemExit("emuboot: unexpected argument " + a)
         i += 1
     if opts["image"] is None:
-        raise SystemExit(
-            "usage: emuboot.py IMAGE [--world W.json] [--partition-blocks N] [--repl]"
-        )
+        raise SystemExit("usage: emuboot.py IMAGE [--world W.json] [--repl]")
     return opts
 
 
@@ -145,15 +146,32 @@ def run_file(name, g):
     exec(compile(src, name, "exec"), g)
 
 
+def mount_frozen(w, root):
+    """The stock image's frozen modules the unix port lacks, read-only at /frozen."""
+    d = w.frozen
+    if d == "":
+        d = root + "/tools/sim/stockfrozen"
+    if not d:
+        return []
+    vfs.mount(vfs.VfsPosix(d), "/frozen", readonly=True)
+    return ["/frozen"]
+
+
 def journal_record(w):
-    """The newest journal record as {field: value}, read by the image's own code."""
-    if w.journal is None:
-        return None
+    """The newest state record as {field: value}, read by the image's own code: from the
+    journal partition, or (a table without one) the littlefs state files."""
     try:
         from firmware.app import STATE_FIELDS
-        from firmware.storage.journal import Journal
 
-        fields = Journal(w.journal, len(STATE_FIELDS)).load()
+        if w.journal is not None:
+            from firmware.storage.journal import Journal
+
+            fields = Journal(w.journal, len(STATE_FIELDS)).load()
+        else:
+            from firmware.build import STATE_DIR
+            from firmware.storage.statefile import StateFile
+
+            fields = StateFile(STATE_DIR, len(STATE_FIELDS)).load()
     except Exception as e:  # no firmware in the image, or it does not load
         return {"error": repr(e)}
     if fields is None:
@@ -162,6 +180,19 @@ def journal_record(w):
     for i in range(len(STATE_FIELDS)):
         out[STATE_FIELDS[i]] = fields[i]
     return out
+
+
+def mqtt_client():
+    """tech.version()'s "mqtt_client" (which umqtt.simple loaded, from which file, its
+    version), asked of the image's own tech module; None when no firmware ran."""
+    if "firmware.app" not in sys.modules:
+        return None
+    try:
+        from firmware.service import tech
+
+        return tech.version()["mqtt_client"]
+    except Exception as e:
+        return {"error": repr(e)}
 
 
 def save_state(w, end, state_path):
@@ -188,13 +219,12 @@ def main(argv):
         with open(opts["world"]) as f:
             cfg = json.load(f)
     cfg["vfs"] = opts["image"]
-    if opts["blocks"] is not None:
-        cfg["vfs_blocks"] = opts["blocks"]
+    for k in ("journal", "table"):  # files named relative to the world's directory
+        if cfg.get(k) and "/" in cfg[k]:
+            cfg[k] = _abs(cfg[k])
     state_path = cfg.get("state")
     if state_path:
         state_path = cfg["state"] = _abs(state_path)
-    if cfg.get("journal"):
-        cfg["journal"] = _abs(cfg["journal"])
     w = emuworld.load(cfg=cfg)
     import esp32
     import machine
@@ -212,7 +242,7 @@ def main(argv):
         end = "fs_corrupted"
         g = None
     else:
-        sys.path[:] = ["", ".frozen", "/lib"]
+        sys.path[:] = ["", ".frozen"] + mount_frozen(w, root) + ["/lib"]
         gc.collect()
         w.start()
         g = {"__name__": "__main__"}
@@ -243,6 +273,7 @@ def main(argv):
     # the journal read by the firmware modules the run loaded; then the board is "off":
     # its RAM is free for the report
     journal = journal_record(w) if end != "fs_corrupted" else None
+    client = mqtt_client() if end != "fs_corrupted" else None
     _release(g)
     report = w.report()
     report["end"] = end
@@ -250,6 +281,8 @@ def main(argv):
     report["uptime_ms"] = time.ticks_diff(time.ticks_ms(), w.started) if w.started else 0
     report["emulator_alloc"] = emulator_alloc
     report["journal"] = journal
+    report["mqtt_client"] = client
+    report["state_store"] = "journal" if w.journal is not None else "statefile"
     report["safe_mode"] = _SAFE[0]
     save_state(w, end, state_path)
     print("EMU-REPORT " + json.dumps(report))
@@ -264,7 +297,7 @@ def _release(g):
     if g is not None:
         g.clear()
     for name in list(sys.modules):
-        if name.split(".")[0] in ("firmware", "drivers", "umqtt", "tech"):
+        if name.split(".")[0] in ("firmware", "drivers", "meterdeps", "umqtt", "tech"):
             del sys.modules[name]
     try:
         import asyncio

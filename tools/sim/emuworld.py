@@ -9,9 +9,15 @@ MICROPYPATH and the tree after it). One `World` holds, in real (wall) time:
 - the I2C bus with its device models (the SSD1306 display model by default; an address
   with nothing there does not acknowledge);
 - the cellular modem model on the modem UART and its PWRKEY pin, when configured;
-- the partitions: "vfs" (a file-backed block device with NOR flash rules: erase to 0xFF,
-  programming only clears bits) and "journal" (the NOR flash model tools/sim/nor.py,
-  written through to a file so the next boot finds it);
+- the flash's partition table: the binary table flashed at 0x8000 (tools/flash writes
+  the build's partitions.bin there), read as the port reads it, with its "vfs" rule
+  (tools/parttable.py); of its partitions, "vfs" is the image (a file-backed block
+  device with NOR flash rules: erase to 0xFF, programming only clears bits) and
+  "journal", when the table has one, the NOR flash model tools/sim/nor.py written
+  through to a file so the next boot finds it;
+- the stock image's frozen micropython-lib modules (`frozen`: a host directory mounted
+  read-only at /frozen, which emuboot puts on sys.path right after ".frozen": together
+  they are the board's `.frozen`, before /lib);
 - the watchdog: once armed, every hardware call checks it, and a watcher thread checks
   it while the firmware makes none (a hung loop): not fed within its timeout, the board
   "resets" (WatchdogReset, or KeyboardInterrupt raised by SIGINT from the thread);
@@ -24,8 +30,10 @@ variable METER_EMU_WORLD), every key optional:
   relay_closed (true; a state file overrides it), held_low [gpio...], inputs {gpio: 0/1},
   wiring {"spi", "cs", "relay_set", "relay_reset", "led", "buzzer", "modem_uart",
   "modem_pwrkey"} (default: drivers/board.py's DevKit wiring), vfs (image file),
-  vfs_offset, vfs_blocks (the partition's size in blocks: default the file's size),
-  journal (file; null: no journal partition), journal_sectors (16), state (JSON file
+  table (the binary partition table file, or the name of a table in tools/partitions/:
+  default "4MB", the meter's), flash_size (bytes, for a table file: default 4 MB),
+  journal (the file behind the journal partition; none: in RAM), frozen (a directory
+  of the stock image's frozen modules: default tools/sim/stockfrozen; null: none), state (JSON file
   keeping the world across boots: relay contacts, reset cause, RTC memory), reset_cause,
   unique_id (hex), modem {"dialect", "boot_ms", "net_ms"}, i2c {address: "module:Class"}
   (device models on the I2C bus: write(bytes), optional read(n); default the DevKit's
@@ -38,6 +46,7 @@ import json
 import os
 import time
 
+from tools import parttable
 from tools.sim.atm90e26 import ATM90E26Model
 from tools.sim.hw import LatchingRelayModel, SimPin
 from tools.sim.mains import Mains
@@ -89,6 +98,19 @@ class MachineReset(EmuExit):
 class SoftReset(EmuExit):
     end = "soft_reset"
     code = 5
+
+
+def flash_partitions(table, flash_size=None):
+    """The partitions the port sees: a named table of tools/partitions/, or a binary
+    table file (as flashed at 0x8000) on a flash of `flash_size` bytes (4 MB), with the
+    port's "vfs" rule applied."""
+    if table in parttable.TABLES:
+        parts, size = parttable.load(table)
+    else:
+        with open(table, "rb") as f:
+            parts = parttable.from_binary(f.read())
+        size = flash_size or 4 * parttable.MB
+    return parttable.with_vfs(parts, size)
 
 
 class HostTime:
@@ -363,14 +385,19 @@ class World:
             m = __import__(mod, None, None, [cls])
             a = int(addr, 0) if isinstance(addr, str) else addr
             self.i2c_devices[a] = getattr(m, cls)(addr=a)
-        # partitions
+        # the flash: its partition table, the image in "vfs", the NOR model in "journal"
+        self.partitions = flash_partitions(cfg.get("table") or "4MB", cfg.get("flash_size"))
         self.vfs = None
-        if cfg.get("vfs"):
-            self.vfs = FileBlocks(cfg["vfs"], cfg.get("vfs_blocks"))
-        self.vfs_offset = cfg.get("vfs_offset", 0x200000)
+        vfs = parttable.find(self.partitions, "vfs")
+        if cfg.get("vfs") and vfs is not None:
+            self.vfs = FileBlocks(cfg["vfs"], vfs.size // SECTOR)
         self.journal = None
-        if cfg.get("journal"):
-            self.journal = FileNor(cfg["journal"], cfg.get("journal_sectors", 16))
+        part = parttable.find(self.partitions, "journal")
+        if part is not None:
+            n = part.size // SECTOR
+            self.journal = FileNor(cfg["journal"], n) if cfg.get("journal") else NorFlash(n)
+        self.frozen = cfg.get("frozen", "")
+        self.frozen_imports = []  # stand-ins of the stock frozen modules that were imported
         # watchdog and run limit
         self.wdt_ms = 0
         self.wdt_fed = 0
@@ -526,6 +553,8 @@ class World:
                     out["display_pixels"] = sum(dev.view())
                 except MemoryError:  # a tight heap (the bench's): the figures come first
                     out["display_pixels"] = None
+        out["partitions"] = [[p.name, p.offset, p.size] for p in self.partitions]
+        out["frozen_imports"] = self.frozen_imports
         if self.journal is not None:
             out["journal_erases"] = sum(self.journal.erases)
             out["journal_programs"] = self.journal.programs

@@ -4,9 +4,10 @@ this module waits for the answers with deadlines and reads every packet whole.
 The socket is drivers/cellular.py's ModemSocket (or anything with its calls): `write`
 queues, `read(n)` serves only buffered bytes, and the awaitable side is
 `wait_packet(ms)` (a whole packet buffered, by its Remaining Length), `drain(ms)`,
-`aclose(ms)`, `any()`, `peek(n)`. umqtt.simple (micropython-lib, a dependency: 1.3.4
-from PyPI or the image's frozen copy) is given that socket through its module global
-`socket` (`SocketModule`), and is only ever called when it cannot block:
+`aclose(ms)`, `any()`, `peek(n)`. umqtt.simple (micropython-lib, a dependency pinned to
+1.3.4, imported under the project's own package name `CLIENT` so that a stock image's
+frozen umqtt.simple never takes its place: docs/board.md) is given that socket through
+its module global `socket` (`SocketModule`), and is only ever called when it cannot block:
 
 - before `connect()`, `subscribe()` and `publish(qos=1)` everything buffered is handled
   first (`_settle`), so their read of the answer finds nothing and raises
@@ -16,7 +17,10 @@ from PyPI or the image's frozen copy) is given that socket through its module gl
   PUBACK, so a top-up is journaled before the broker hears it was delivered;
 - every other packet (CONNACK, SUBACK, PUBACK, a QoS 2 PUBLISH, UNSUBACK, types a
   broker should never send) is read whole here, by its length: umqtt.simple would read
-  only its first byte and lose step with the stream (modems.md 1.6). Strays are counted.
+  only its first byte and lose step with the stream. Strays are counted.
+
+Each of these answers a defect of the pinned version (tests/test_mqtt_client.py shows
+them in it; docs/board.md, "The MQTT client", lists them).
 """
 
 import errno
@@ -26,6 +30,7 @@ PUBLISH = 0x30
 PUBACK = 0x40
 SUBACK = 0x90
 PINGRESP = 0xD0
+CLIENT = "meterdeps.umqtt.simple"  # the pinned umqtt.simple, as the build installs it
 
 
 class MQTTError(Exception):
@@ -63,7 +68,7 @@ class Session:
         self.clock = clock
         self.timeout_ms = timeout_ms
         self.on_message = on_message
-        from umqtt import simple as umqtt  # at first use: tests put lib/ on the path
+        from meterdeps.umqtt import simple as umqtt  # at first use: lib/ is on the path
 
         umqtt.socket = SocketModule(sock)
         c = umqtt.MQTTClient(client_id, "broker", keepalive=keepalive_s)

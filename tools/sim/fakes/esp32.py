@@ -1,12 +1,14 @@
 """Fake `esp32` for the emulated board: the partitions of the world (tools/sim/emuworld.py).
 
-`Partition.find(Partition.TYPE_DATA, label="vfs")` is the file-backed image the
-emulator boots from, `label="journal"` the NOR flash model holding the state journal
-(absent when the world has none, as on a stock partition table); the app partition is
-listed for info() only. The block device calls (readblocks, writeblocks, ioctl) are the
+The partitions are the world's partition table (the binary table at 0x8000, with the
+port's "vfs" rule), in table order: `Partition.find(Partition.TYPE_DATA, label="vfs")` is
+the file-backed image the emulator boots from, `label="journal"` the NOR flash model
+holding the state journal (absent on a table without one, as on a stock table); the
+others (nvs, phy_init, the app partitions) are listed for info() only. The block device calls (readblocks, writeblocks, ioctl) are the
 backing device's, as esp32.Partition's with its 4096-byte blocks. Never in the image.
 """
 
+from tools import parttable
 from tools.sim import emuworld
 
 _SECTOR = 4096
@@ -19,21 +21,21 @@ class Partition:
     TYPE_DATA = 1
 
     def __init__(self, id, block_size=_SECTOR):
-        if id in (Partition.BOOT, Partition.RUNNING):
-            id = "factory"
-        table = _table()
-        if id not in table:
+        if id in (Partition.BOOT, Partition.RUNNING):  # what a blank otadata boots
+            id = parttable.first_app(emuworld.world().partitions).name
+        for row in _table():
+            if row[0] == id:
+                break
+        else:
             raise ValueError("partition not found")
         self.label = id
-        self._type, self._subtype, self._addr, self._size, self._dev = table[id]
+        self._type, self._subtype, self._addr, self._size, self._dev = row[1:]
         self.block_size = block_size
 
     @staticmethod
     def find(type=TYPE_APP, subtype=0xFF, label=None, block_size=_SECTOR):
         out = []
-        table = _table()
-        for name in table:
-            t, st, _, _, _ = table[name]
+        for name, t, st, _, _, _ in _table():
             if t != type or (subtype != 0xFF and st != subtype):
                 continue
             if label is not None and name != label:
@@ -82,18 +84,13 @@ class Partition:
 
 
 def _table():
-    """label: (type, subtype, address, size, device) of the world's partition table."""
+    """[(label, type, subtype, address, size, device)] of the world's partition table,
+    in table order (esp_partition_find's)."""
     w = emuworld.world()
-    app_end = w.vfs_offset  # the app ends where vfs begins (ESP32_GENERIC: 0x200000)
-    t = {}
-    if w.journal is not None:  # a custom table: the journal carved from the app's tail
-        size = w.journal.sectors * _SECTOR
-        app_end -= size
-        t["journal"] = (Partition.TYPE_DATA, 0x40, app_end, size, w.journal)
-    t["factory"] = (Partition.TYPE_APP, 0, 0x10000, app_end - 0x10000, None)
-    if w.vfs is not None:
-        t["vfs"] = (Partition.TYPE_DATA, 0x81, w.vfs_offset, w.vfs.blocks * _SECTOR, w.vfs)
-    return t
+    devices = {"vfs": w.vfs, "journal": w.journal}
+    return [
+        (p.name, p.type, p.subtype, p.offset, p.size, devices.get(p.name)) for p in w.partitions
+    ]
 
 
 def mcu_temperature():
