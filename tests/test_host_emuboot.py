@@ -314,38 +314,6 @@ def test_mip_install_onto_a_board_in_safe_mode(factory, tmp_path):
     assert r["report"]["energy_reads"] >= 1 and r["report"]["journal"]["boots"] == 1
 
 
-def test_modem_model_answers_on_the_modem_uart(factory, tmp_path):
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # a port nobody listens on: the broker is down
-    settings = dict(SETTINGS, mqtt_host="127.0.0.1", mqtt_port=port)
-    (tmp_path / "settings.json").write_text(json.dumps(settings))
-    out = tmp_path / "b"
-    r = subprocess.run(
-        [sys.executable, "-m", "tools.build", "--out", str(out), "--no-fetch"]
-        + [
-            "--settings",
-            str(tmp_path / "settings.json"),
-            "--key",
-            str(factory["dir"] / "meter.key"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stderr
-    r = emu.boot(out / "vfs.bin", tmp_path / "s", {"modem": {"dialect": "simcom"}}, seconds=3)
-    rep = r["report"]
-    assert r["rc"] == 0 and rep["end"] == "time_limit", r["stdout"] + r["stderr"]
-    # the cellular driver brought the modem up over AT and tried the broker's TCP port
-    assert rep["modem"]["commands"] >= 5 and rep["modem"]["opens"] >= 1
-    assert rep["energy_reads"] >= 1  # metering never waits for the network
-
-
 def _factory_build(tmp_path, factory, settings, *extra):
     (tmp_path / "settings.json").write_text(json.dumps(settings))
     out = tmp_path / "b"
@@ -360,6 +328,24 @@ def _factory_build(tmp_path, factory, settings, *extra):
     )
     assert r.returncode == 0, r.stderr
     return out / "vfs.bin"
+
+
+def test_modem_model_answers_on_the_modem_uart(factory, tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # a port nobody listens on: the broker is down
+    image = _factory_build(
+        tmp_path, factory, dict(SETTINGS, mqtt_host="127.0.0.1", mqtt_port=port)
+    )
+    r = emu.boot(image, tmp_path / "s", {"modem": {"dialect": "simcom"}}, seconds=3)
+    rep = r["report"]
+    assert r["rc"] == 0 and rep["end"] == "time_limit", r["stdout"] + r["stderr"]
+    # the cellular driver brought the modem up over AT and tried the broker's TCP port
+    assert rep["modem"]["commands"] >= 5 and rep["modem"]["opens"] >= 1
+    assert rep["energy_reads"] >= 1  # metering never waits for the network
 
 
 def test_on_a_stock_table_the_fallback_is_announced_and_keeps_the_state(factory, tmp_path):
