@@ -160,7 +160,7 @@ def test_a_downlinked_compact_token_credits_once_and_is_acked():
         assert _of(got, "meter")[0]["energy_wh"] == 0
         assert [f["seq"] for f in got] == list(range(1, len(got) + 1))  # air order
         st = app.comms.stats
-        assert st["topups"] == 1 and st["acks"] == 1 and app.comms.queue == []
+        assert st["topups"] == 1 and st["acks"] == 1 and app.comms.outbox.items == []
         assert board.lora_model.oversize == 0 and board.lora_model.keys["APPKEY"] == APPKEY
 
     _with_meter(go)
@@ -235,7 +235,7 @@ def test_join_failures_then_success_and_nothing_goes_up_before():
         support.run_app(board, app, 20000)
         model = board.lora_model
         assert not app.comms.online and model.uplinks == [] and model.join_requests == 3
-        assert app.comms.queue and app.ticks >= 19 and app.errors == 0
+        assert app.comms.outbox.items and app.ticks >= 19 and app.errors == 0
         support.run_app(board, app, 60000)
         got, _ = _received(board)
         assert app.comms.online and model.joins == 1 and app.comms.link.join_failures == 3

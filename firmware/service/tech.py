@@ -100,7 +100,7 @@ def status():
     comms = app.comms
     if comms is not None:
         st["online"] = comms.online
-        st["queued"] = len(comms.queue)
+        st["queued"] = len(comms.outbox)
         tel = comms.link.telemetry()
         for k in ("reg", "rssi_dbm", "state", "dr", "snr", "airtime_ms"):  # LoRa: the last 3
             if k in tel:

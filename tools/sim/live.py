@@ -126,7 +126,7 @@ def status(board, app):
     }
     if c is not None:
         st["online"] = c.online
-        st["queued"] = len(c.queue)
+        st["queued"] = len(c.outbox)
         st["comms"] = c.stats
         st["modem"] = c.link.telemetry()
     lm = board.lora_model

@@ -24,15 +24,16 @@ It owns the conversation, not the radio:
 - State and meter reading. The state uplink after every join, after a top-up, a
   disconnect, reconnect or ready-for-reconnection, and whenever the relay's contacts
   move; the state and the meter reading (energy, open reasons, task errors) together
-  every `lora_state_period_s`. A state waiting in the queue is built when it is sent, so
+  every `lora_state_period_s`. A state waiting in the outbox is built when it is sent, so
   it is never stale, and there is at most one of each waiting. Unconfirmed.
 - Numbering. Every uplink is signed and numbered (boot = App.boots, journaled before the
   first uplink of a start; seq from 1) when it is first sent, so the seq order is the
   air order the back office's lorapayload.Receiver requires; a retry keeps its bytes.
-- The queue. `queue_max` uplinks wait while the modem is not joined or the duty cycle
-  holds the band (lorawan.hold_ms): the loop keeps taking downlinks meanwhile instead of
-  sitting in the driver's hold. Full: the oldest event not yet sent goes first (counted
-  in `dropped`). An uplink the DR cannot carry (too_long) is dropped, never sent.
+- The outbox (firmware/comms/outbox.py). `queue_max` uplinks wait while the modem is
+  not joined or the duty cycle holds the band (lorawan.hold_ms): the loop keeps taking
+  downlinks meanwhile instead of sitting in the driver's hold. Full: the oldest event not
+  yet sent goes first, then the oldest meter reading, state, ack (counted in the
+  outbox's `dropped`). An uplink the DR cannot carry (too_long) is dropped, never sent.
 - Deadlines. Every await has one: the uplink `send_ms` (the confirmed end event and at
   most a short hold), the loop's sleeps. Any failure is counted and the loop goes on
   after a second; nothing here is on the metering path.
@@ -40,6 +41,7 @@ It owns the conversation, not the radio:
 
 from firmware.billing import events as ev
 from firmware.comms.lora import payload as lp
+from firmware.comms.outbox import ACK, EVENT, LORA_DROP, METER, STATE, Outbox
 from firmware.tokens import codes as rc
 from firmware.billing.settings import parse_meter_id
 from firmware.tokens.keys import meter_id_bytes
@@ -59,12 +61,7 @@ AIR_EVENTS = (
 )
 _STATE_EVENTS = (ev.DISCONNECT, ev.RECONNECT, ev.TOPUP, ev.READY_FOR_RECONNECTION)
 
-# queue item kinds, in the order of lorapayload's types
-_STATE = 0
-_ACK = 1
-_EVENT = 2
-_METER = 3
-_NAMES = ("state", "ack", "event", "meter")
+_NAMES = ("state", "ack", "event", "meter")  # the stats of each outbox kind
 
 # drivers/lorawan.py LoRaError reasons (firmware imports nothing of drivers)
 _TOO_LONG = "too_long"
@@ -84,11 +81,10 @@ class LoRaComms:
         self.clock = app.board.clock
         self.meter_id = parse_meter_id(s.meter_id)
         self.up = lp.Uplinks(key.msg_mac(), meter_id_bytes(self.meter_id), app.boots)
-        self.queue_max = queue_max
         self.tries = tries
         self.poll_ms = poll_ms
         self.send_ms = send_ms
-        self.queue = []  # [kind, payload or None (signed when first sent), fields, tries]
+        self.outbox = Outbox(queue_max, drop=LORA_DROP)  # firmware/comms/outbox.py
         self._state_at = None
         self._relay_seen = None
         self._was_online = False
@@ -101,7 +97,6 @@ class LoRaComms:
             "topups": 0,
             "strays": 0,
             "skipped": 0,
-            "dropped": 0,
             "unacked": 0,
             "refused": 0,
             "held": 0,
@@ -129,45 +124,24 @@ class LoRaComms:
             "rssi": t.get("rssi"),
             "snr": t.get("snr"),
             "airtime_ms": t.get("airtime_ms"),
-            "queued": len(self.queue),
+            "queued": len(self.outbox),
             "boot": self.up.boot,
             "seq": self.up.seq,
         }
         for k in self.stats:
             out[k] = self.stats[k]
+        out["dropped"] = self.outbox.dropped
         return out
 
     # -- what goes up -------------------------------------------------------------------
 
     def _on_event(self, stamp, kind, balance, value):
         if kind in _STATE_EVENTS:
-            self._want(_STATE)
+            self.outbox.put_once(STATE)
         if kind in AIR_EVENTS:
-            self._put(_EVENT, (kind, balance, value if isinstance(value, int) else 0))
+            self.outbox.put(EVENT, (kind, balance, value if isinstance(value, int) else 0))
         else:
             self.stats["skipped"] += 1
-
-    def _want(self, kind):
-        """A state (or meter reading) is due: one waits in the queue at most."""
-        if _find_unsent(self.queue, kind) is None:
-            self._put(kind, None)
-
-    def _put(self, kind, fields):
-        q = self.queue
-        if len(q) >= self.queue_max:
-            for k in (_EVENT, _METER, _STATE, _ACK):  # the oldest unsent event first
-                i = _find_unsent(q, k)
-                if i is not None:
-                    q.pop(i)
-                    break
-            else:
-                q.pop(0)
-            self.stats["dropped"] += 1
-        i = len(q)
-        if kind == _ACK:  # ahead of everything not yet on its way but other acks
-            while i and q[i - 1][0] != _ACK and q[i - 1][1] is None:
-                i -= 1
-        q.insert(i, [kind, None, fields, 0])
 
     def _payload(self, item):
         mac = self.app.intake.msg_mac()  # the key in force (a key change token)
@@ -175,13 +149,14 @@ class LoRaComms:
             self.up.mac = mac
         app = self.app
         m = app.meter
-        kind, _, f, _ = item
-        if kind == _ACK:
+        kind = item.kind
+        f = item.fields
+        if kind == ACK:
             return self.up.ack(f[0], f[1], f[2])
-        if kind == _EVENT:
+        if kind == EVENT:
             return self.up.event(f[0], f[1], f[2])
         ctl = m.control
-        if kind == _STATE:
+        if kind == STATE:
             power = getattr(app.board.source, "power_w", 0)
             return self.up.state(
                 m.ledger.balance,
@@ -217,11 +192,11 @@ class LoRaComms:
         if got is None:
             m = app.meter
             m.log.emit(m.clock.stamp(), ev.TOKEN_REJECTED, m.ledger.balance, rc.FORMAT)
-            self._put(_ACK, (rc.FORMAT, 0, m.ledger.balance))
+            self.outbox.put(ACK, (rc.FORMAT, 0, m.ledger.balance))
             return
         r, balance, tid = got
-        self._put(_ACK, (r.code, tid, balance))
-        self._want(_STATE)
+        self.outbox.put(ACK, (r.code, tid, balance))
+        self.outbox.put_once(STATE)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -231,18 +206,18 @@ class LoRaComms:
         joined = self.link.joined
         if joined and not self._was_online:
             self.stats["joins"] += 1
-            self._want(_STATE)  # the network hears of the meter at every join
+            self.outbox.put_once(STATE)  # the network hears of the meter at every join
         self._was_online = joined
         relay = self.app.board.relay.closed
         if relay is not self._relay_seen:  # the contacts moved
             if self._relay_seen is not None:
-                self._want(_STATE)
+                self.outbox.put_once(STATE)
             self._relay_seen = relay
         period = self.app.meter.settings.lora_state_period_s * 1000
         if self._state_at is None or clk.ticks_diff(now, self._state_at) >= period:
             self._state_at = now
-            self._want(_STATE)
-            self._want(_METER)
+            self.outbox.put_once(STATE)
+            self.outbox.put_once(METER)
 
     async def run(self):
         """Take downlinks, answer them, send what is due; never returns (until stop())."""
@@ -267,64 +242,52 @@ class LoRaComms:
         link = self.link
         self._take_downlinks()
         self._due()
-        if not self.queue or not link.joined:
+        box = self.outbox
+        if not box or not link.joined:
             await self.clock.sleep_ms(self.poll_ms)
             return
         wait = link.hold_ms(lp.SIZE)
         if wait < 0:  # longer than the daily airtime budget: it would never go
-            self.queue.pop(0)
+            box.done(box.head())
             self.stats["refused"] += 1
             return
         if wait > 0:  # the duty cycle holds the band: downlinks are still taken
             self.stats["held"] += 1
             await self.clock.sleep_ms(self.poll_ms if wait > self.poll_ms else wait)
             return
-        await self._send(self.queue[0])
+        await self._send(box.head())
 
     async def _send(self, item):
         app = self.app
-        if item[1] is None:
+        if item.payload is None:
             if not app.boots_saved:
                 app.save()  # this start's number is in the journal before any uplink
-            item[1] = self._payload(item)
-        confirmed = item[0] == _ACK
+            item.payload = self._payload(item)
+        confirmed = item.kind == ACK
         reason = None
         ok = False
         try:
-            ok = await self.link.send(lp.UPLINK_PORT, item[1], confirmed, self.send_ms)
+            ok = await self.link.send(lp.UPLINK_PORT, item.payload, confirmed, self.send_ms)
         except Exception as e:
             reason = getattr(e, "reason", None)
             if reason is None:
                 self._failed(e)
             else:
                 self.stats["last_error"] = reason
-        q = self.queue
+        box = self.outbox
         if ok:
-            self._done(item)
+            box.done(item)
             self.stats["uplinks"] += 1
-            self.stats[_NAMES[item[0]] + "s"] += 1
+            self.stats[_NAMES[item.kind] + "s"] += 1
             return
         if reason == _TOO_LONG:  # the DR cannot carry it: never sent, never retried
-            self._done(item)
+            box.done(item)
             self.stats["refused"] += 1
             return
         if reason in (_DUTY_CYCLE, _NOT_JOINED, _BUSY):
             await self.clock.sleep_ms(self.poll_ms)  # not an attempt: it waits its turn
             return
-        item[3] += 1  # unacknowledged, timed out, cut by a reboot, refused by the modem
-        if item[3] >= self.tries and q and q[0] is item:
-            q.pop(0)
+        item.tries += 1  # unacknowledged, timed out, cut by a reboot, refused by the modem
+        if item.tries >= self.tries and box.done(item):
             self.stats["unacked"] += 1
         await self.clock.sleep_ms(self.poll_ms)
-
-    def _done(self, item):
-        q = self.queue
-        if q and q[0] is item:
-            q.pop(0)
-
-
-def _find_unsent(q, kind):
-    for i in range(len(q)):
-        if q[i][0] == kind and q[i][1] is None:
-            return i
-    return None

@@ -25,8 +25,9 @@ before it writes the PUBACK (firmware/comms/mqtt/session.py), so the broker coun
 only once the money is safe; a redelivery (QoS 1 after a cut or a reconnect, or the
 back office sending again) answers `used`: the token id decides, never the transport.
 The session is persistent (clean session off), so top-ups sent while the meter is
-offline wait at the broker. Acks and events wait in a bounded queue (oldest events
-dropped first, counted in the state) and go out in order, each after the previous
+offline wait at the broker. Acks and events wait in the outbox (firmware/comms/outbox.py:
+acks ahead of the events not yet sent, the oldest of those dropped first when it is
+full, counted in the state) and go out in order, each after the previous
 PUBACK; a message keeps its seq across retries, so the back office can drop
 duplicates. Nothing here is on the metering path: when the network is gone the
 meter meters, bills and disconnects the same.
@@ -35,6 +36,7 @@ meter meters, bills and disconnects the same.
 from firmware.billing import events as ev
 from firmware.billing import money
 from firmware.comms import signed
+from firmware.comms.outbox import ACK, EVENT, Outbox
 from firmware.tokens import codes as rc
 from firmware.tokens.envelope import SIZE as ENVELOPE_SIZE
 from firmware.tokens.envelope import header, parse_hex
@@ -50,10 +52,6 @@ THRESHOLDS = (
     "low_credit_repeat_s",
 )
 _CMD_KEYS = ("meter", "id", "op", "mac")
-
-# queue item kinds
-_EVENT = 0
-_ACK = 1
 
 
 class Comms:
@@ -77,10 +75,9 @@ class Comms:
         self.t_ack = (base + "ack").encode()
         self.t_event = (base + "event").encode()
         self.t_state = (base + "state").encode()
-        self.queue_max = queue_max
         self.timeout_ms = timeout_ms
         self.open_timeout_ms = open_timeout_ms
-        self.queue = []  # [kind, topic, payload or None (signed when first sent), fields]
+        self.outbox = Outbox(queue_max)  # events and acks (firmware/comms/outbox.py)
         self.seq = 0
         self.online = False
         self.session = None
@@ -92,7 +89,6 @@ class Comms:
             "drops": 0,
             "topups": 0,
             "cmds": 0,
-            "dropped": 0,
             "strays": 0,
             "last_error": None,
         }
@@ -109,27 +105,12 @@ class Comms:
     # -- outgoing messages ----------------------------------------------------------------
 
     def _on_event(self, stamp, kind, balance, value):
-        self._put(_EVENT, self.t_event, (stamp, kind, balance, value))
+        self.outbox.put(EVENT, (stamp, kind, balance, value))
         if kind in (ev.DISCONNECT, ev.RECONNECT, ev.TOPUP, ev.READY_FOR_RECONNECTION):
             self.state_due = True
 
-    def _put(self, kind, topic, fields):
-        """Queue a message. An ack goes ahead of the events not yet sent (the back
-        office is waiting for it); a message already signed keeps its place."""
-        q = self.queue
-        if len(q) >= self.queue_max:
-            for i in range(len(q)):  # the oldest event not yet on its way goes first
-                if q[i][0] == _EVENT and q[i][2] is None:
-                    q.pop(i)
-                    break
-            else:
-                q.pop(0)
-            self.stats["dropped"] += 1
-        i = len(q)
-        if kind == _ACK:
-            while i and q[i - 1][0] == _EVENT and q[i - 1][2] is None:
-                i -= 1
-        q.insert(i, [kind, topic, None, fields])
+    def _topic(self, item):
+        return self.t_ack if item.kind == ACK else self.t_event
 
     def _money(self, v):
         return money.format_decimal(v, self.app.meter.settings.currency_decimals)
@@ -146,8 +127,8 @@ class Comms:
         ]
 
     def _payload(self, item):
-        kind, _, _, f = item
-        if kind == _EVENT:
+        f = item.fields
+        if item.kind == EVENT:
             stamp, name, balance, value = f
             pairs = self._head(stamp)
             pairs += [("event", name), ("balance", self._money(balance)), ("value", value)]
@@ -175,8 +156,8 @@ class Comms:
             ("price", money.format_price(m.price_now(), m.settings.currency_decimals)),
             ("tariff_next_from", m.settings.raw.get("tariff_next_from") or None),
             ("cmd_id", self.app.cmd_id),
-            ("queued", len(self.queue)),
-            ("dropped", self.stats["dropped"]),
+            ("queued", len(self.outbox)),
+            ("dropped", self.outbox.dropped),
             ("errors", self.app.errors),
             ("late_ms_max", self.app.late_ms_max),
         ]
@@ -228,7 +209,7 @@ class Comms:
             ("code", code),
             ("balance", self._money(balance)),
         )
-        self._put(_ACK, self.t_ack, fields)
+        self.outbox.put(ACK, fields)
 
     def _cmd(self, msg):
         self.stats["cmds"] += 1
@@ -293,7 +274,7 @@ class Comms:
         fields = [self.app.meter.clock.stamp(), ("cmd", cid), ("result", result)]
         if error:
             fields.append(("error", error))
-        self._put(_ACK, self.t_ack, tuple(fields))
+        self.outbox.put(ACK, tuple(fields))
 
     # -- the session ----------------------------------------------------------------------
 
@@ -347,13 +328,13 @@ class Comms:
         ka_ms = self.keepalive_s * 1000
         last_tx = clk.ticks_ms()
         while not self._stop:
-            while self.queue:  # in order: a retried message keeps its seq, so it goes first
-                item = self.queue[0]
-                if item[2] is None:
-                    item[2] = self._payload(item)
-                await s.publish(item[1], item[2], False, 1)
-                if self.queue and self.queue[0] is item:
-                    self.queue.pop(0)
+            box = self.outbox
+            while box:  # in order: a retried message keeps its seq, so it goes first
+                item = box.head()
+                if item.payload is None:
+                    item.payload = self._payload(item)
+                await s.publish(self._topic(item), item.payload, False, 1)
+                box.done(item)
                 last_tx = clk.ticks_ms()
             now = clk.ticks_ms()
             period = app.meter.settings.state_period_s * 1000
@@ -371,7 +352,7 @@ class Comms:
             if clk.ticks_diff(now, last_tx) >= ka_ms // 2:
                 await s.ping()
                 last_tx = clk.ticks_ms()
-            if not (self.queue or self.state_due):
+            if not (self.outbox or self.state_due):
                 await s.poll(50)  # short: a relay move shows in the state at once
 
 
