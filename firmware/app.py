@@ -199,6 +199,53 @@ class App:
     def request_relay(self):
         self._relay_flag.set()
 
+    def status(self):
+        """The meter's state now, read once, as plain values (money in minor units, the
+        price in price units, the control state as policy's number, the relay as the
+        driver knows it: True closed, False open, None unknown). The MQTT state message,
+        tech.status(), the LoRaWAN state and meter uplinks and the screens format this;
+        each keeps its own names. `modem` is the back-office link's telemetry() ({} when
+        it has none), None without a transport; `online`, `queued`, `dropped` are the
+        transport's and its outbox's (False, 0, 0 without one)."""
+        m = self.meter
+        led = m.ledger
+        ctl = m.control
+        s = m.settings
+        st = {
+            "meter_id": s.meter_id,
+            "stamp": m.clock.stamp(),
+            "balance": led.balance,
+            "debt": led.debt,
+            "credited": led.credited,
+            "recovered": led.recovered,
+            "credit_status": ctl.credit_status(),
+            "control_state": ctl.control_state,
+            "open_reasons": ctl.open_reasons,
+            "relay": self.board.relay.closed,
+            "power_w": getattr(self.board.source, "power_w", 0),
+            "energy_wh": led.energy_wh,
+            "price": m.price_now(),
+            "tariff_next_from": s.raw.get("tariff_next_from") or None,
+            "postpaid": s.postpaid,
+            "cmd_id": self.cmd_id,
+            "errors": self.errors,
+            "late_ms_max": self.late_ms_max,
+            "ticks": self.ticks,
+            "boots": self.boots,
+            "online": False,
+            "queued": 0,
+            "dropped": 0,
+            "modem": None,
+        }
+        comms = self.comms
+        if comms is not None:
+            st["online"] = comms.online
+            st["queued"] = len(comms.outbox)
+            st["dropped"] = comms.outbox.dropped
+            link = comms.link
+            st["modem"] = link.telemetry() if hasattr(link, "telemetry") else {}
+        return st
+
     def fields(self):
         """The journal record now (STATE_FIELDS)."""
         return self.meter.snapshot() + self.intake.to_fields() + (self.boots, self.cmd_id)

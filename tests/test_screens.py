@@ -14,6 +14,7 @@ from firmware.billing import policy
 from firmware.ui import screens
 from tools.sim import tokenmint as mint
 from firmware.app import App
+from firmware.comms.outbox import Outbox
 from firmware.ui.screens import Content, Screens
 from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
@@ -274,10 +275,11 @@ def test_the_meter_number_and_signal_from_the_link():
         def telemetry(self):
             return {"state": "up", "rssi_dbm": self.rssi}
 
-    class Comms:
+    class Comms:  # what App.status() reads of a transport
         def __init__(self):
             self.online = False
             self.link = Link()
+            self.outbox = Outbox(4)
 
     m = Meter()
     m.app.comms = Comms()

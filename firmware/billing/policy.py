@@ -26,6 +26,12 @@ CONNECTED = 1
 READY_FOR_RECONNECTION = 2
 CONTROL_STATES = ("disconnected", "connected", "ready_for_reconnection")
 
+
+def relay_word(closed):
+    """The contacts as the relay driver knows them (True, False, None) in words."""
+    return "closed" if closed is True else ("open" if closed is False else "unknown")
+
+
 OPEN_CREDIT = 1
 OPEN_MAX_POWER = 2
 OPEN_LOCKOUT = 4

@@ -29,7 +29,7 @@ from firmware.service import running
 from firmware.storage.conffile import beside
 from firmware.tokens import codes as rc
 from firmware.storage.logfile import LineLog
-from firmware.billing.policy import CONTROL_STATES
+from firmware.billing.policy import CONTROL_STATES, relay_word
 from firmware.billing.wallclock import format_stamp
 
 AUDIT_PATH = "audit.log"
@@ -75,33 +75,32 @@ def _fmt(app, units):
 
 # -- reading -----------------------------------------------------------------------------
 def status():
+    """The meter now (App.status()) as the technician reads it."""
     app = _meter()
-    m = app.meter
-    c = m.control
-    relay = app.board.relay.closed
+    now = app.status()
+    dec = app.meter.settings.currency_decimals
     st = {
-        "meter_id": m.settings.meter_id,
-        "balance": _fmt(app, m.ledger.balance),
-        "debt": _fmt(app, m.ledger.debt),
-        "credit": c.credit_status(),
-        "control_state": CONTROL_STATES[c.control_state],
-        "open_reasons": c.open_reasons,
-        "relay": "closed" if relay is True else ("open" if relay is False else "unknown"),
-        "power_w": app.board.source.power_w,
-        "price_per_kwh": money.format_price(m.price_now(), m.settings.currency_decimals),
-        "energy_kwh": money.format_decimal(m.ledger.energy_wh, 3),
-        "time": format_stamp(m.clock.stamp()),
-        "ticks": app.ticks,
-        "late_ms_max": app.late_ms_max,
-        "errors": app.errors,
-        "boots": app.boots,
-        "postpaid": m.settings.postpaid,
+        "meter_id": now["meter_id"],
+        "balance": money.format_decimal(now["balance"], dec),
+        "debt": money.format_decimal(now["debt"], dec),
+        "credit": now["credit_status"],
+        "control_state": CONTROL_STATES[now["control_state"]],
+        "open_reasons": now["open_reasons"],
+        "relay": relay_word(now["relay"]),
+        "power_w": now["power_w"],
+        "price_per_kwh": money.format_price(now["price"], dec),
+        "energy_kwh": money.format_decimal(now["energy_wh"], 3),
+        "time": format_stamp(now["stamp"]),
+        "ticks": now["ticks"],
+        "late_ms_max": now["late_ms_max"],
+        "errors": now["errors"],
+        "boots": now["boots"],
+        "postpaid": now["postpaid"],
     }
-    comms = app.comms
-    if comms is not None:
-        st["online"] = comms.online
-        st["queued"] = len(comms.outbox)
-        tel = comms.link.telemetry()
+    tel = now["modem"]
+    if tel is not None:  # a back-office transport
+        st["online"] = now["online"]
+        st["queued"] = now["queued"]
         for k in ("reg", "rssi_dbm", "state", "dr", "snr", "airtime_ms"):  # LoRa: the last 3
             if k in tel:
                 st["modem_" + k] = tel[k]

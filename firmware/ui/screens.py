@@ -1,7 +1,8 @@
 """What the customer's display shows, decided without knowing the panel.
 
 `Screens.compose(out)` fills a `Content` (title, main value, unit, a small note line, a
-status line, blink, page p of n) from the meter as it is now; a renderer draws it: the
+status line, blink, page p of n) from the meter as it is now (App.status(), read once
+for each composition; the settings say how to show it); a renderer draws it: the
 dot-matrix OLED through firmware/ui/display.py, a segment LCD could map the same content to
 its digits and icons. Which content, in order of priority:
 
@@ -189,19 +190,23 @@ class Screens:
     def _available(self, i):
         return CYCLE[i] != "last_token" or self.app.intake.last is not None
 
-    def alert(self):
-        """The status line: what is wrong now, most serious first ("" when nothing)."""
-        ctl = self.app.meter.control
-        if ctl.open_reasons & policy.OPEN_TAMPER:
+    def alert(self, st=None):
+        """The status line: what is wrong now, most serious first ("" when nothing).
+        st: App.status() (read now when not given)."""
+        if st is None:
+            st = self.app.status()
+        reasons = st["open_reasons"]
+        state = st["control_state"]
+        if reasons & policy.OPEN_TAMPER:
             return "TAMPER"
-        if ctl.control_state == policy.DISCONNECTED:
+        if state == policy.DISCONNECTED:
             for bit, text in _OFF_REASONS:
-                if ctl.open_reasons & bit:
+                if reasons & bit:
                     return text
             return "SUPPLY OFF"
-        if ctl.control_state == policy.READY_FOR_RECONNECTION:
+        if state == policy.READY_FOR_RECONNECTION:
             return "PRESS BUTTON"
-        return _CREDIT_ALERT.get(ctl.credit_status(), "")
+        return _CREDIT_ALERT.get(st["credit_status"], "")
 
     # -- composing ---------------------------------------------------------------------
     def compose(self, out):
@@ -262,8 +267,9 @@ class Screens:
             self._since = now
         if not self._available(self.index):
             self.index = (self.index + 1) % len(CYCLE)
-        self.screen(CYCLE[self.index], out)
-        out.status = self.alert()
+        st = self.app.status()
+        self.screen(CYCLE[self.index], out, st)
+        out.status = self.alert(st)
         n = 0
         for i in range(len(CYCLE)):
             if self._available(i):
@@ -273,9 +279,12 @@ class Screens:
         out.pages = n
         return out
 
-    def screen(self, name, out):
-        """Fill `out` with the named screen (CYCLE or INFO names)."""
-        getattr(self, "_s_" + (name if name in INFO else "balance"))(out)
+    def screen(self, name, out, st=None):
+        """Fill `out` with the named screen (CYCLE or INFO names) from `st`, App.status()
+        (read now when not given)."""
+        if st is None:
+            st = self.app.status()
+        getattr(self, "_s_" + (name if name in INFO else "balance"))(out, st)
         return out
 
     def _entry(self, out, entry):
@@ -296,21 +305,19 @@ class Screens:
             out.set("answer", title, a["word"], note="Rejected (" + str(code) + ")")
 
     # -- the screens -------------------------------------------------------------------
-    def _s_balance(self, out):
-        m = self.app.meter
-        st = m.control.credit_status()
+    def _s_balance(self, out, st):
+        credit = st["credit_status"]
         note = ""
-        if m.ledger.debt > 0:
-            note = "debt " + self.money(m.ledger.debt)
-        out.set("balance", "Balance", self.money(m.ledger.balance), note=note)
-        out.blink = st == policy.LOW_CREDIT or st == policy.EMERGENCY
+        if st["debt"] > 0:
+            note = "debt " + self.money(st["debt"])
+        out.set("balance", "Balance", self.money(st["balance"]), note=note)
+        out.blink = credit == policy.LOW_CREDIT or credit == policy.EMERGENCY
 
-    def _s_kwh_left(self, out):
-        m = self.app.meter
-        price = m.price_now()
-        bal = m.ledger.balance
+    def _s_kwh_left(self, out, st):
+        price = st["price"]
+        bal = st["balance"]
         k = kwh_left_x100(bal, price)
-        w = self.app.board.source.power_w
+        w = st["power_w"]
         mins = minutes_left(bal, price, w)
         value = "--" if k is None else format_decimal(k, 2)
         dur = duration_text(mins)
@@ -319,12 +326,12 @@ class Screens:
             note = dur
         out.set("kwh_left", "Energy left", value, "kWh", note)
 
-    def _s_power(self, out):
+    def _s_power(self, out, st):
         limit = self.app.meter.settings.max_power_w
         note = "limit " + str(limit) + " W" if limit else ""
-        out.set("power", "Power now", str(self.app.board.source.power_w), "W", note)
+        out.set("power", "Power now", str(st["power_w"]), "W", note)
 
-    def _s_power_limit(self, out):
+    def _s_power_limit(self, out, st):
         s = self.app.meter.settings
         if s.max_power_w:
             trip = "trips after " + str(s.max_power_trip_s) + " s"
@@ -332,20 +339,20 @@ class Screens:
         else:
             out.set("power_limit", "Power limit", "None")
 
-    def _s_state(self, out):
-        ctl = self.app.meter.control
-        if ctl.open_reasons & policy.OPEN_TAMPER:
+    def _s_state(self, out, st):
+        state = st["control_state"]
+        if st["open_reasons"] & policy.OPEN_TAMPER:
             word = "Tamper"
         else:
-            word = _STATE_WORD.get(ctl.credit_status(), "?")
-        if ctl.control_state == policy.CONNECTED:
+            word = _STATE_WORD.get(st["credit_status"], "?")
+        if state == policy.CONNECTED:
             supply = "Supply on"
-        elif ctl.control_state == policy.READY_FOR_RECONNECTION:
+        elif state == policy.READY_FOR_RECONNECTION:
             supply = "Supply ready"
         else:
             supply = "Supply off"
         out.set("state", "State", word, note=supply)
-        out.status = self.alert()
+        out.status = self.alert(st)
 
     def _last_answer(self, now=0):
         """intake.last as an answer (the shape of keyentry's), None before any token."""
@@ -362,7 +369,7 @@ class Screens:
             "remote": True,
         }
 
-    def _s_last_token(self, out):
+    def _s_last_token(self, out, st):
         a = self._last_answer()
         if a is None:
             out.set("last_token", "Last token", "None")
@@ -371,12 +378,12 @@ class Screens:
             out.name = "last_token"
             out.title = "Last token"
 
-    def _s_tokens(self, out):
+    def _s_tokens(self, out, st):
         """The newest token typed (or the last one from anywhere) and the ones before."""
         entry = getattr(self.app, "entry", None)
         kept = getattr(entry, "tokens", None) or []
         if not kept:
-            self._s_last_token(out)
+            self._s_last_token(out, st)
             out.name = "tokens"
             out.title = "Tokens"
             return
@@ -391,25 +398,22 @@ class Screens:
             before += (" " if before else "") + w
         out.status = before
 
-    def _signal(self):
+    def _signal(self, st):
         """(value, note) of the radio: dBm or "--", and online / offline / no modem."""
-        comms = self.app.comms
-        if comms is None:
+        tel = st["modem"]
+        if tel is None:
             return "--", "no modem"
-        rssi = None
-        link = getattr(comms, "link", None)
-        if link is not None and hasattr(link, "telemetry"):
-            rssi = link.telemetry().get("rssi_dbm")
-        return ("--" if rssi is None else str(rssi)), ("online" if comms.online else "offline")
+        rssi = tel.get("rssi_dbm")
+        return ("--" if rssi is None else str(rssi)), ("online" if st["online"] else "offline")
 
-    def _s_meter_id(self, out):
-        value, note = self._signal()
+    def _s_meter_id(self, out, st):
+        value, note = self._signal(st)
         if value != "--":
             note += " " + value + " dBm"
-        out.set("meter_id", "Meter", self.app.meter.settings.meter_id, note=note)
+        out.set("meter_id", "Meter", st["meter_id"], note=note)
 
-    def _s_signal(self, out):
-        value, note = self._signal()
+    def _s_signal(self, out, st):
+        value, note = self._signal(st)
         out.set("signal", "Signal", value, "dBm", note)
 
     def version_wanted(self):
@@ -423,7 +427,7 @@ class Screens:
         """A version.identify() result for the version screen."""
         self._version = (v["version"], v["hash"][:12], v["match"])
 
-    def _s_version(self, out):
+    def _s_version(self, out, st):
         if self._version is None:  # composed outside the display task: at once
             from firmware.storage import version
 

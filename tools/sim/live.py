@@ -108,27 +108,28 @@ def make(cfg):
 def status(board, app):
     m = app.meter
     c = app.comms
+    now = app.status()
     st = {
-        "balance": money.format_decimal(m.ledger.balance, m.settings.currency_decimals),
-        "balance_units": m.ledger.balance,
-        "credited": m.ledger.credited,
+        "balance": money.format_decimal(now["balance"], m.settings.currency_decimals),
+        "balance_units": now["balance"],
+        "credited": now["credited"],
         "relay": board.relay_model.closed,
-        "control_state": CONTROL_STATES[m.control.control_state],
-        "open_reasons": m.control.open_reasons,
-        "ticks": app.ticks,
-        "late_ms_max": app.late_ms_max,
-        "errors": app.errors,
-        "boots": app.boots,
-        "cmd_id": app.cmd_id,
-        "price": m.price_now(),
+        "control_state": CONTROL_STATES[now["control_state"]],
+        "open_reasons": now["open_reasons"],
+        "ticks": now["ticks"],
+        "late_ms_max": now["late_ms_max"],
+        "errors": now["errors"],
+        "boots": now["boots"],
+        "cmd_id": now["cmd_id"],
+        "price": now["price"],
         "settings": m.settings.raw,
         "events": [e[1] for e in m.log.last(50)],
     }
     if c is not None:
-        st["online"] = c.online
-        st["queued"] = len(c.outbox)
+        st["online"] = now["online"]
+        st["queued"] = now["queued"]
         st["comms"] = c.stats
-        st["modem"] = c.link.telemetry()
+        st["modem"] = now["modem"]
     lm = board.lora_model
     if lm is not None:
         st["lora_model"] = {

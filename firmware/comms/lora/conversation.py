@@ -147,25 +147,23 @@ class LoRaComms:
         mac = self.app.intake.msg_mac()  # the key in force (a key change token)
         if mac is not None:
             self.up.mac = mac
-        app = self.app
-        m = app.meter
         kind = item.kind
         f = item.fields
         if kind == ACK:
             return self.up.ack(f[0], f[1], f[2])
         if kind == EVENT:
             return self.up.event(f[0], f[1], f[2])
-        ctl = m.control
+        st = self.app.status()  # a state or meter reading: as it is now
         if kind == STATE:
-            power = getattr(app.board.source, "power_w", 0)
+            power = st["power_w"]
             return self.up.state(
-                m.ledger.balance,
-                ctl.credit_status(),
-                ctl.control_state,
-                app.board.relay.closed,
+                st["balance"],
+                st["credit_status"],
+                st["control_state"],
+                st["relay"],
                 power if isinstance(power, int) else int(power),
             )
-        return self.up.meter(m.ledger.energy_wh, ctl.open_reasons, app.errors)
+        return self.up.meter(st["energy_wh"], st["open_reasons"], st["errors"])
 
     # -- what comes down ----------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from firmware.tokens.envelope import SIZE as ENVELOPE_SIZE
 from firmware.tokens.envelope import header, parse_hex
 from firmware.billing.settings import parse_meter_id
 from firmware.comms.mqtt.session import MQTTError, Session
-from firmware.billing.policy import CONTROL_STATES
+from firmware.billing.policy import CONTROL_STATES, relay_word
 
 THRESHOLDS = (
     "low_credit",
@@ -137,31 +137,29 @@ class Comms:
         return signed.sign(self.mac, signed.body(pairs))
 
     def state(self, online=True):
-        """The signed state message (also what a technician reads)."""
-        m = self.app.meter
-        b = self.app.board
-        ctl = m.control
-        relay = b.relay.closed
-        pairs = self._head()
+        """The signed state message (also what a technician reads): App.status()."""
+        st = self.app.status()
+        dec = self.app.meter.settings.currency_decimals
+        pairs = self._head(st["stamp"])
         pairs += [
             ("online", online),
-            ("balance", self._money(m.ledger.balance)),
-            ("credit_status", ctl.credit_status()),
-            ("control_state", CONTROL_STATES[ctl.control_state]),
-            ("open_reasons", ctl.open_reasons),
-            ("relay", "closed" if relay else ("open" if relay is False else "unknown")),
-            ("power_w", getattr(b.source, "power_w", 0)),
-            ("energy_wh", m.ledger.energy_wh),
-            ("credit_total", self._money(m.ledger.credited + m.ledger.recovered)),
-            ("price", money.format_price(m.price_now(), m.settings.currency_decimals)),
-            ("tariff_next_from", m.settings.raw.get("tariff_next_from") or None),
-            ("cmd_id", self.app.cmd_id),
-            ("queued", len(self.outbox)),
-            ("dropped", self.outbox.dropped),
-            ("errors", self.app.errors),
-            ("late_ms_max", self.app.late_ms_max),
+            ("balance", money.format_decimal(st["balance"], dec)),
+            ("credit_status", st["credit_status"]),
+            ("control_state", CONTROL_STATES[st["control_state"]]),
+            ("open_reasons", st["open_reasons"]),
+            ("relay", relay_word(st["relay"])),
+            ("power_w", st["power_w"]),
+            ("energy_wh", st["energy_wh"]),
+            ("credit_total", money.format_decimal(st["credited"] + st["recovered"], dec)),
+            ("price", money.format_price(st["price"], dec)),
+            ("tariff_next_from", st["tariff_next_from"]),
+            ("cmd_id", st["cmd_id"]),
+            ("queued", st["queued"]),
+            ("dropped", st["dropped"]),
+            ("errors", st["errors"]),
+            ("late_ms_max", st["late_ms_max"]),
         ]
-        tel = self.link.telemetry() if hasattr(self.link, "telemetry") else {}
+        tel = st["modem"] or {}
         for k in ("reg", "csq", "rssi_dbm", "resets", "drops"):
             if k in tel:
                 pairs.append(("modem_" + k, tel[k]))
