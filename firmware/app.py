@@ -54,7 +54,9 @@ class App:
         self.board = board
         self.tick_ms = tick_ms
         self.meter = Meter(settings, WallClock(*board.local_time()))
-        self.intake = Intake(self, key, key_path=key_path, on_settings=on_settings)
+        self.intake = Intake(
+            self.meter, self.save, self.request_relay, key, key_path, on_settings=on_settings
+        )
         self.comms = None  # firmware/comms/mqtt/conversation.py when the settings name a broker
         self.sms = None  # firmware/sms.Notifier when the settings bind a phone number
         self.errors = 0
@@ -270,7 +272,7 @@ class App:
             try:
                 self.step(clk.ticks_diff(now, last))
             except Exception as e:  # a bad reading must not stop billing
-                self._error("metering", e)
+                self.report_error("metering", e)
             last = now
 
     async def relay_task(self):
@@ -287,7 +289,7 @@ class App:
                 self.save()  # the journal knows the command before the coil moves
                 await relay.drive(want)
             except Exception as e:
-                self._error("relay", e)
+                self.report_error("relay", e)
                 self.meter.log.emit(
                     self.meter.clock.stamp(), ev.RELAY_FAULT, self.meter.ledger.balance, 0
                 )
@@ -300,7 +302,7 @@ class App:
             try:
                 self.save()
             except Exception as e:
-                self._error("persist", e)
+                self.report_error("persist", e)
                 await self.board.clock.sleep_ms(1000)
 
     async def watchdog_task(self):
@@ -339,6 +341,8 @@ class App:
     async def run(self):
         await asyncio.gather(*[asyncio.create_task(t) for t in self.tasks()])
 
-    def _error(self, where, exc):
+    def report_error(self, where, exc):
+        """A task's fault (metering, relay, persist, comms...): counted in `errors` (the
+        state and tech.status() show it) and printed; the task goes on."""
         self.errors += 1
         sys.stdout.write("app: " + where + " error: " + repr(exc) + "\n")

@@ -243,6 +243,18 @@ def test_credit_recovery_edge_percents():
     assert (led.balance, led.debt) == (301, 200)
 
 
+def test_set_balance_books_the_difference_to_credited_and_leaves_the_debt():
+    led = Ledger(0)
+    led.credit(1000, 0)
+    led.charge_standing(SECONDS_PER_DAY * 300, 1)  # 300 charged
+    led.debt = 400
+    led.set_balance(2000)  # up
+    assert (led.balance, led.credited, led.charged, led.debt) == (2000, 2300, 300, 400)
+    led.set_balance(-50)  # down, below zero
+    assert (led.balance, led.credited, led.debt) == (-50, 250, 400)
+    assert led.balance == led.credited - led.charged
+
+
 def test_add_energy_rolls_mwh_into_wh():
     led = Ledger(0)
     led.add_energy(999)

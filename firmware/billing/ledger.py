@@ -80,3 +80,9 @@ class Ledger:
         self.balance += amount - to_debt
         self.credited += amount - to_debt
         return to_debt
+
+    def set_balance(self, balance):
+        """Make `balance` the balance; the difference, up or down, is booked to
+        `credited`, so balance = credits - charges still holds. The debt is left alone."""
+        self.credited += balance - self.balance
+        self.balance = balance

@@ -79,6 +79,12 @@ class Meter:
         self.control.after_credit()
         return to_debt
 
+    def set_balance(self, balance):
+        """A verified set-credit token (OpenPAYGO SET_TIME): `balance` (minor units)
+        becomes the balance, the debt is left alone; credit control re-evaluates at once."""
+        self.ledger.set_balance(balance)
+        self.control.after_credit()
+
     def open_account(self, balance, debt=0):
         """Commissioning (simulator, tests): a meter handed over supplying, with an
         opening balance and debt; the credit rules then apply as usual."""

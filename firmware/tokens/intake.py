@@ -11,8 +11,24 @@ Order, so that no power cut can split a credit from its token id:
 3. the effect (credit, or a management change) goes into RAM, `Tokens.commit()` spends
    the id (or counts a failed guess toward the lock-out; OpenPAYGO: the decoder's
    commit marks the count used);
-4. one journal record holds the balance and the spent id together (App.save), and only
-   then is the answer given. A cut before 4 loses both; after it, both are kept.
+4. one journal record holds the balance and the spent id together (`save()`, App.save),
+   and only then is the answer given. A cut before 4 loses both; after it, both are kept.
+
+The path of one top-up, from whatever brought it to the relay. Intake is given the
+meter and two callbacks (save, request_relay), never the app; the calls go down, and
+come back up only through those callbacks and the event log's listeners:
+
+    transport, keypad, tech -> App.enter(token) -> Intake.enter(token)
+      Tokens.check / the OpenPAYGO decoder      the answer (pure)
+      Meter.credit (set_balance, set_setting)   the effect: the ledger, then
+        CreditControl.after_credit              the supply decided at once
+        EventLog.emit -> listeners              `topup`, `reconnect`...: the app (persist
+                                                flag, indicator), the transport's outbox,
+                                                SMS
+      Tokens.commit                             the id spent
+      save()                                    one journal record (App.save)
+      request_relay()                           the relay task looks again
+    the answer returns the same way: the transport acks it, the screens show `last`.
 
 Management tokens: max power (W), low-credit threshold (minor units), clear tamper
 (clears a max-power lock-out), payment mode (1 postpaid: never disconnect for credit,
@@ -57,9 +73,15 @@ def opaygo_path_for(key_path):
 
 
 class Intake:
-    def __init__(self, app, key=None, key_path=None, on_settings=None):
-        self.app = app
-        self.meter = app.meter
+    """meter: billing.meter.Meter; save(): journals the meter's record (App.save);
+    request_relay(): the relay task looks again (App.request_relay); key: the MeterKey
+    or None; key_path: the meter key file (a key change token replaces it, opaygo.key
+    sits beside it); on_settings(raw): stores changed settings (the settings file)."""
+
+    def __init__(self, meter, save, request_relay, key=None, key_path=None, on_settings=None):
+        self.meter = meter
+        self.save = save
+        self.request_relay = request_relay
         try:
             self.tokens = Tokens(self.meter.settings.meter_id, key)
         except ValueError:  # no meter id yet (factory default): a memory, no key
@@ -145,8 +167,8 @@ class Intake:
                 self._apply(r, now)
             self.tokens.commit(r, now)
         if r.accepted or r.counted:
-            self.app.save()  # balance and spent id in one record, before the answer
-            self.app.request_relay()
+            self.save()  # balance and spent id in one record, before the answer
+            self.request_relay()
         if not r.accepted:
             m.log.emit(now, ev.TOKEN_REJECTED, m.ledger.balance, r.code)
         elif r.kind != "credit" or r.amount <= 0:  # OpenPAYGO: an add of value 0
@@ -161,15 +183,16 @@ class Intake:
             if r.amount > 0:
                 m.credit(r.amount)
         elif kind == "max_power":
-            self._set("max_power_w", r.value)
+            self.set_setting("max_power_w", r.value)
         elif kind == "low_credit":
-            self._set("low_credit", money.format_decimal(r.value, m.settings.currency_decimals))
+            value = money.format_decimal(r.value, m.settings.currency_decimals)
+            self.set_setting("low_credit", value)
         elif kind == "clear_tamper":
             m.control.clear_lockout()
         elif kind == "payment_mode":
-            self._set("postpaid", r.value == 1)
+            self.set_setting("postpaid", r.value == 1)
 
-    def _set(self, key, value):
+    def set_setting(self, key, value):
         """A management change, validated by the schema like any other settings change.
         A value the schema refuses leaves the settings as they were (the token is still
         spent: it was genuine; the event log shows the refusal)."""

@@ -234,7 +234,7 @@ class LoRaComms:
         """A fault of this code (not the radio's): counted here and in app.errors."""
         self.stats["errors"] += 1
         self.stats["last_error"] = repr(e)
-        self.app._error("loracomms", e)
+        self.app.report_error("loracomms", e)
 
     async def _step(self):
         link = self.link

@@ -182,7 +182,7 @@ class Comms:
         except MemoryError:
             raise
         except Exception as e:  # never out into umqtt: the stream must stay in step
-            self.app._error("comms", e)
+            self.app.report_error("comms", e)
 
     def _topup(self, msg):
         self.stats["topups"] += 1

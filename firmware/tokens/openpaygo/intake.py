@@ -15,9 +15,10 @@ take the balance past 2**30 - 1), neither spending the count. `matched` is True 
 the digits are a token of this device for a count of its window (accepted or not).
 
 Effects: ADD_CREDIT credits value x value_unit through meter.credit (a `topup`, debt
-recovery as any top-up). SET_CREDIT makes it the balance: the difference, up or down, is
-booked to the ledger's `credited` total, so balance = credits - charges still holds; the
-debt is left alone (the back office that sets a balance has decided the whole figure).
+recovery as any top-up). SET_CREDIT makes it the balance (meter.set_balance): the
+difference, up or down, is booked to the ledger's `credited` total, so balance = credits
+- charges still holds; the debt is left alone (the back office that sets a balance has
+decided the whole figure).
 DISABLE_PAYG turns the payment mode to postpaid (`postpaid`, through the settings
 schema like a management token); any add or set token turns prepayment back on, as the
 OpenPAYGO HDK does. COUNTER_SYNC only moves the count. token_id is the count.
@@ -143,15 +144,12 @@ class Opaygo:
             if r.amount > 0:
                 m.credit(r.amount)
         elif kind == SET_CREDIT:
-            led = m.ledger
-            led.credited += r.value - led.balance
-            led.balance = r.value
-            m.control.after_credit()
+            m.set_balance(r.value)
         elif kind == DISABLE_PAYG:
             if not m.settings.postpaid:
-                intake._set("postpaid", True)
+                intake.set_setting("postpaid", True)
         if (kind == CREDIT or kind == SET_CREDIT) and m.settings.postpaid:
-            intake._set("postpaid", False)
+            intake.set_setting("postpaid", False)
 
     def commit(self, r, now):
         """Mark the count used (accepted), or count a failed guess toward the lock-out."""
