@@ -27,6 +27,7 @@ from firmware.billing import meter as meter_mod
 from firmware.tokens.intake import STATE_FIELDS as INTAKE_FIELDS
 from firmware.tokens.intake import Intake
 from firmware.billing.meter import Meter
+from firmware.billing.policy import CONNECTED
 from firmware.billing.settings import Settings
 from firmware.billing.tariff import in_windows
 from firmware.billing.wallclock import WallClock
@@ -122,7 +123,7 @@ class App:
         m = self.meter
         m.tick(secs, src.mwh, src.power_w)
         self.ticks += 1
-        if m.control.control_state == 1:  # policy.CONNECTED
+        if m.control.control_state == CONNECTED:
             if self.board.relay.closed is not True:
                 self._relay_flag.set()
         elif self.board.relay.closed is not False:

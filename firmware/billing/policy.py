@@ -38,6 +38,8 @@ OPEN_LOCKOUT = 4
 OPEN_REMOTE = 8
 OPEN_TAMPER = 16
 
+_NO_TRIP = -1  # a slot of the ring of max-power trip times that holds none
+
 # Account credit status names (DLMS Account current_credit_status, simplified)
 IN_CREDIT = "in_credit"
 LOW_CREDIT = "low_credit"
@@ -62,7 +64,7 @@ class CreditControl:
         self.held = False  # out of credit but held on by a friendly window
         self.over_s = 0
         self.retry_at = 0
-        self.trips = [-1] * settings.max_power_lockout_trips  # ring of trip times
+        self.trips = [_NO_TRIP] * settings.max_power_lockout_trips  # ring of trip times
         self.trip_i = 0
 
     # -- configuration -------------------------------------------------------
@@ -70,7 +72,7 @@ class CreditControl:
         """Take new settings (technician or back office change) and re-evaluate."""
         self.s = settings
         if len(self.trips) != settings.max_power_lockout_trips:
-            self.trips = [-1] * settings.max_power_lockout_trips
+            self.trips = [_NO_TRIP] * settings.max_power_lockout_trips
             self.trip_i = 0
         self._credit_rules()
         self._apply()
@@ -147,7 +149,7 @@ class CreditControl:
         self.trip_i = (self.trip_i + 1) % len(self.trips)
         first = self.trips[self.trip_i]  # the trip (lockout_trips - 1) trips ago
         self._emit(ev.MAX_POWER_TRIP, power_w)
-        if first >= 0 and self.now - first <= s.max_power_lockout_window_s:
+        if first != _NO_TRIP and self.now - first <= s.max_power_lockout_window_s:
             self.open_reasons |= OPEN_LOCKOUT
             self._emit(ev.MAX_POWER_LOCKOUT, power_w)
         else:
@@ -217,7 +219,7 @@ class CreditControl:
             return False
         self.open_reasons &= ~OPEN_LOCKOUT
         for i in range(len(self.trips)):
-            self.trips[i] = -1
+            self.trips[i] = _NO_TRIP
         self._emit(ev.LOCKOUT_CLEARED, 0)
         self._apply()
         return True

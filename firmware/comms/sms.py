@@ -20,6 +20,9 @@ from firmware.billing.policy import OPEN_CREDIT
 
 LOW = 0
 CUT = 1
+# registration <stat> of +CREG/+CGREG/+CEREG (3GPP TS 27.007, 7.2) the link keeps in .reg
+_REG_HOME = 1
+_REG_ROAMING = 5
 
 
 class Notifier:
@@ -77,7 +80,7 @@ class Notifier:
                     self.pending[k] = None
                     self.suppressed += 1
                     continue
-                if self.link.reg not in (1, 5):
+                if self.link.reg != _REG_HOME and self.link.reg != _REG_ROAMING:
                     continue  # not registered: wait for the network
                 try:
                     await self.link.send_sms(to, p[0])

@@ -37,6 +37,23 @@ PROMPT = b">>> "
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 MAX_COMMAND = 32768  # raw-mode bytes kept for one command; beyond it: an error
 
+# the bytes the console acts on
+_CTRL_A = 1  # raw mode (again: a fresh raw prompt)
+_CTRL_B = 2  # friendly mode
+_CTRL_C = 3  # drop the line or command
+_CTRL_D = 4  # run the raw command (friendly: the meter keeps running)
+_CTRL_E = 5  # the start of a raw-paste request: Ctrl-E 'A' Ctrl-A
+_BS = 8
+_LF = 10
+_CR = 13
+_SPACE = 32  # the first printable byte
+_PASTE_A = 65  # 'A', the raw-paste request's second byte
+_DEL = 127
+# where a raw-paste request is (self._paste)
+_PASTE_NONE = 0
+_PASTE_E = 1  # Ctrl-E seen
+_PASTE_EA = 2  # Ctrl-E 'A' seen
+
 
 def format_exception(e):
     """The traceback text of `e` on either runtime."""
@@ -83,7 +100,7 @@ class Console:
         self.line = bytearray()
         self.cmd = bytearray()
         self._after_cr = False
-        self._paste = 0  # bytes of a raw-paste request (\x05 A \x01) seen so far
+        self._paste = _PASTE_NONE  # how much of a raw-paste request (\x05 A \x01) came
         self.commands = 0  # commands run (both modes)
         self.errors = 0  # commands that raised
 
@@ -101,9 +118,9 @@ class Console:
 
     def _friendly(self, c):
         after_cr = self._after_cr
-        self._after_cr = c == 13
-        if c == 13 or c == 10:
-            if c == 10 and after_cr:
+        self._after_cr = c == _CR
+        if c == _CR or c == _LF:
+            if c == _LF and after_cr:
                 return  # the \n of a \r\n
             src = bytes(self.line).decode()
             self.line = bytearray()
@@ -111,50 +128,50 @@ class Console:
             if src.strip():
                 self._run_line(src)
             self.write(PROMPT)
-        elif c == 1:  # Ctrl-A
+        elif c == _CTRL_A:
             self._enter_raw()
-        elif c == 3:  # Ctrl-C
+        elif c == _CTRL_C:
             self.line = bytearray()
             self.write(b"\r\n" + PROMPT)
-        elif c == 4:  # Ctrl-D
+        elif c == _CTRL_D:
             self.line = bytearray()
             self.write(b"\r\nthe meter keeps running (tech.restart() restarts it)\r\n" + PROMPT)
-        elif c == 2:  # Ctrl-B
+        elif c == _CTRL_B:
             self.line = bytearray()
             self.banner()
-        elif c == 8 or c == 127:
+        elif c == _BS or c == _DEL:
             if self.line:
                 self.line = self.line[:-1]
                 self.write(b"\x08 \x08")
-        elif c >= 32 and len(self.line) < 1024:
+        elif c >= _SPACE and len(self.line) < 1024:
             self.line.append(c)
             self.write(bytes((c,)))
 
     def _enter_raw(self):
         self.mode = RAW
         self.cmd = bytearray()
-        self._paste = 0
+        self._paste = _PASTE_NONE
         self.write(b"\r\n" + RAW_BANNER)
 
     def _raw(self, c):
-        if self._paste:  # inside a raw-paste request: \x05 'A' \x01
-            if self._paste == 1 and c == 65:
-                self._paste = 2
+        if self._paste != _PASTE_NONE:  # inside a raw-paste request: \x05 'A' \x01
+            if self._paste == _PASTE_E and c == _PASTE_A:
+                self._paste = _PASTE_EA
                 return
-            if self._paste == 2 and c == 1:
-                self._paste = 0
+            if self._paste == _PASTE_EA and c == _CTRL_A:
+                self._paste = _PASTE_NONE
                 self.write(b"R\x00")  # understood, not supported: plain raw mode follows
                 return
-            self._paste = 0
-        if c == 1:  # Ctrl-A again: a fresh raw prompt
+            self._paste = _PASTE_NONE
+        if c == _CTRL_A:  # again: a fresh raw prompt
             self._enter_raw()
-        elif c == 2:  # Ctrl-B: back to friendly mode
+        elif c == _CTRL_B:  # back to friendly mode
             self.mode = FRIENDLY
             self.line = bytearray()
             self.banner()
-        elif c == 3:  # Ctrl-C: drop what was typed
+        elif c == _CTRL_C:  # drop what was typed
             self.cmd = bytearray()
-        elif c == 4:  # Ctrl-D: run it (or, empty, a soft-reset request)
+        elif c == _CTRL_D:  # run it (or, empty, a soft-reset request)
             cmd = self.cmd
             self.cmd = bytearray()
             if not cmd.strip():
@@ -169,8 +186,8 @@ class Console:
             self.write(b"\x04")
             self.write(_crlf(err))
             self.write(b"\x04>")
-        elif c == 5 and not self.cmd:
-            self._paste = 1
+        elif c == _CTRL_E and not self.cmd:
+            self._paste = _PASTE_E
         elif len(self.cmd) < MAX_COMMAND:
             self.cmd.append(c)
 

@@ -26,6 +26,7 @@ import os
 
 MANIFEST = "version.json"
 _DIRS = ("firmware", "drivers")
+_S_IFDIR = 0x4000  # os.stat()[0]: a directory (POSIX st_mode, as MicroPython gives it)
 
 
 def file_hash(path):
@@ -108,7 +109,7 @@ def _join(root, path):
 
 def _is_dir(path):
     try:
-        return os.stat(path)[0] & 0x4000 != 0
+        return os.stat(path)[0] & _S_IFDIR != 0
     except OSError:
         return False
 

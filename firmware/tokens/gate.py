@@ -37,7 +37,7 @@ from firmware.tokens import compact, envelope, replay
 from firmware.tokens import codes as rc
 from firmware.tokens.cipher64 import Cipher64
 from firmware.billing.settings import parse_meter_id
-from firmware.tokens.keys import meter_id_bytes
+from firmware.tokens.keys import MAX_REVISION, meter_id_bytes
 from firmware.billing.money import SMALL_INT_MAX
 from firmware.tokens.codes import (  # noqa: F401 (re-exported: the result codes)
     ACCEPT,
@@ -217,7 +217,7 @@ class Tokens:
     def _compact_key_change(self, r, payload, now):
         r.kind = KEY_CHANGE
         key = self.key
-        if key.revision >= 255:
+        if key.revision >= MAX_REVISION:
             r.code = rc.KEY_TYPE
             return r
         other = self._staged
@@ -268,13 +268,13 @@ class Tokens:
             r.kind = _SUB_KIND[sub]
             r.value = value
         else:
-            r.code = rc.FUNCTION if cls < 4 else rc.FORMAT
+            r.code = rc.FUNCTION if cls <= compact.CLASS_RESERVED else rc.FORMAT
             return r
         if not plain:
             r.code = rc.FORMAT
             return r
         if r.kind == KEY_CHANGE:
-            if self.key.revision >= 255:
+            if self.key.revision >= MAX_REVISION:
                 r.code = rc.KEY_TYPE
                 return r
         elif self.key.expired(issued):
@@ -334,7 +334,7 @@ class Tokens:
         memory.to_fields() after it."""
         code = result.code
         if code == rc.ACCEPT or code == rc.KCT2:
-            if result.token_id and self.memory.status(result.token_id) == 0:
+            if result.token_id and self.memory.status(result.token_id) == replay.NEW:
                 self.memory.mark(result.token_id)
         if rc.accepted(code):
             self.memory.succeed()

@@ -57,6 +57,14 @@ from firmware.tokens import codes as rc
 from firmware.storage.conffile import beside, exists
 from firmware.billing.settings import Settings
 from firmware.tokens.gate import Tokens  # a token without a key answers NotReady
+from firmware.tokens.gate import (
+    CLEAR_TAMPER,
+    CREDIT,
+    LOW_CREDIT,
+    MAX_POWER,
+    PAYMENT_CREDIT,
+    PAYMENT_MODE,
+)
 
 OPAYGO = "openpaygo"  # Result.format of an OpenPAYGO token
 OPAYGO_FILE = "opaygo.key"
@@ -171,7 +179,7 @@ class Intake:
             self.request_relay()
         if not r.accepted:
             m.log.emit(now, ev.TOKEN_REJECTED, m.ledger.balance, r.code)
-        elif r.kind != "credit" or r.amount <= 0:  # OpenPAYGO: an add of value 0
+        elif r.kind != CREDIT or r.amount <= 0:  # OpenPAYGO: an add of value 0
             m.log.emit(now, ev.TOKEN_ACCEPTED, m.ledger.balance, r.token_id)
         self.last = (r, m.ledger.balance)
         return self.last
@@ -179,18 +187,18 @@ class Intake:
     def _apply(self, r, now):
         m = self.meter
         kind = r.kind
-        if kind == "credit":
+        if kind == CREDIT:
             if r.amount > 0:
                 m.credit(r.amount)
-        elif kind == "max_power":
+        elif kind == MAX_POWER:
             self.set_setting("max_power_w", r.value)
-        elif kind == "low_credit":
+        elif kind == LOW_CREDIT:
             value = money.format_decimal(r.value, m.settings.currency_decimals)
             self.set_setting("low_credit", value)
-        elif kind == "clear_tamper":
+        elif kind == CLEAR_TAMPER:
             m.control.clear_lockout()
-        elif kind == "payment_mode":
-            self.set_setting("postpaid", r.value == 1)
+        elif kind == PAYMENT_MODE:
+            self.set_setting("postpaid", r.value == PAYMENT_CREDIT)
 
     def set_setting(self, key, value):
         """A management change, validated by the schema like any other settings change.

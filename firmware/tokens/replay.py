@@ -47,6 +47,7 @@ _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
 
 STATE_FIELDS = ("high", "mask_lo", "mask_hi", "failures", "fail_stamp")
+NEW = const(0)  # Memory.status(): the token id may be accepted
 
 
 def lockout_s(failures):
@@ -69,21 +70,22 @@ class Memory:
     # --- anti-replay
 
     def status(self, token_id):
-        """0 when `token_id` may be accepted, else USED, OLD or RANGE. Changes nothing."""
+        """NEW (0) when `token_id` may be accepted, else USED, OLD or RANGE. Changes
+        nothing."""
         high = self.high
         if token_id < 1 or token_id > ID_MAX or token_id > high + MAX_JUMP:
             return rc.RANGE
         if token_id > high:
-            return 0
+            return NEW
         if token_id == high:
             return rc.USED
         i = high - 1 - token_id
         if i >= WINDOW:
             return rc.OLD
-        return rc.USED if (self.mask >> i) & 1 else 0
+        return rc.USED if (self.mask >> i) & 1 else NEW
 
     def mark(self, token_id):
-        """Record `token_id` as accepted (call only after status() said 0)."""
+        """Record `token_id` as accepted (call only after status() said NEW)."""
         high = self.high
         if token_id > high:
             shift = token_id - high

@@ -31,6 +31,14 @@ PUBACK = 0x40
 SUBACK = 0x90
 PINGRESP = 0xD0
 CLIENT = "meterdeps.umqtt.simple"  # the pinned umqtt.simple, as the build installs it
+# MQTT 3.1.1, 2.2 and 3.2-3.9: the fixed header's type and PUBLISH QoS bits, the
+# Remaining Length's continuation bit, CONNACK's session-present flag, SUBACK's failure
+_TYPE = 0xF0
+_QOS_BITS = 0x06
+_QOS2 = 0x04
+_MORE = 0x80
+_SESSION_PRESENT = 0x01
+_SUBACK_FAILURE = 0x80
 
 
 class MQTTError(Exception):
@@ -95,13 +103,13 @@ class Session:
             raise MQTTError("eof")
         self.last_rx = self.clock.ticks_ms()
         first = self.sock.peek(1)[0]
-        kind = first & 0xF0
-        if (kind == PUBLISH and first & 6 < 4) or first == PINGRESP:
+        kind = first & _TYPE
+        if (kind == PUBLISH and first & _QOS_BITS < _QOS2) or first == PINGRESP:
             self.client.check_msg()
             return kind, None
         data = self.sock.read(k)
         i = 1  # skip the Remaining Length
-        while data[i] & 0x80:
+        while data[i] & _MORE:
             i += 1
         body = data[i + 1 :]
         if kind in (CONNACK, SUBACK, PUBACK):
@@ -155,12 +163,12 @@ class Session:
             raise MQTTError("refused", "malformed CONNACK")
         if body[1]:
             raise MQTTError("refused", body[1])
-        return body[0] & 1
+        return body[0] & _SESSION_PRESENT
 
     async def subscribe(self, topic, qos=1):
         await self._send(self.client.subscribe, topic, qos)
         body = await self._expect(SUBACK, self.client.pid)
-        if len(body) < 3 or body[2] & 0x80:
+        if len(body) < 3 or body[2] & _SUBACK_FAILURE:
             raise MQTTError("suback", topic)
         return body[2]
 

@@ -62,6 +62,11 @@ except ImportError:  # CPython, for host tests
         return x
 
 
+# the modes of the chain walk (viper.chain, chain_py), bits; viper.py names the same
+CHAIN_EXTENDED = const(1)  # 40-bit codes (extended tokens)
+CHAIN_SKIP_FIRST = const(2)  # do not test the first code: step past it
+CHAIN_HASH = const(4)  # hash the 8-byte message in st[12,13] once into st[14,15]
+
 try:
     from firmware.tokens.openpaygo.viper import chain as _chain_native
 except Exception:  # CPython (no `micropython`), or a port without the native emitter
@@ -196,11 +201,11 @@ def chain_py(st, n, mode):
     v1 = st[2] | (st[3] << 32)
     v2 = st[4] | (st[5] << 32)
     v3 = st[6] | (st[7] << 32)
-    ext = mode & 1
-    skip = mode & 2
+    ext = mode & CHAIN_EXTENDED
+    skip = mode & CHAIN_SKIP_FIRST
     i = 0
     while i < n:
-        if mode == 4:
+        if mode == CHAIN_HASH:
             m = st[12] | (st[13] << 32)
         elif ext:
             code = (st[8] << 32) | st[9]
@@ -221,7 +226,7 @@ def chain_py(st, n, mode):
         a, b, c, d = _rounds(a, b, c, d, 2)
         a, b, c, d = _rounds(a ^ (8 << 56), b, c ^ 0xFF, d, 4)
         h = a ^ b ^ c ^ d
-        if mode == 4:
+        if mode == CHAIN_HASH:
             st[14] = h & _M32
             st[15] = h >> 32
             return 0
@@ -399,7 +404,7 @@ class Decoder:
         if n == self._len:
             ext = 0
         elif n == self._len_ext and self.extended:
-            ext = 1
+            ext = CHAIN_EXTENDED
         else:
             return -1, 0
         t = 0
@@ -455,7 +460,7 @@ class Decoder:
         if top > MAX_COUNT:
             top = MAX_COUNT
         chain = self._chain
-        mode = ext
+        mode = ext  # 0 or CHAIN_EXTENDED
         count = 0
         old = -1
         while count <= top:
@@ -470,7 +475,7 @@ class Decoder:
                         return (kind, 0, count)
                     return (kind, value * self.value_unit, count)
                 old = count
-            mode = ext | 2  # go on past this match
+            mode = ext | CHAIN_SKIP_FIRST  # go on past this match
         if old >= 0:
             return (ALREADY_USED, 0, old)
         return _INVALID
@@ -480,14 +485,14 @@ class Decoder:
         """The standard (9-digit) chain step after `code`, on this decoder's backend."""
         st = self._st
         st[8] = code
-        self._chain(st, 1, 2)
+        self._chain(st, 1, CHAIN_SKIP_FIRST)
         return st[8]
 
     def next_code_extended(self, code):
         st = self._st
         st[8] = code >> 32
         st[9] = code & _M32
-        self._chain(st, 1, 3)
+        self._chain(st, 1, CHAIN_EXTENDED | CHAIN_SKIP_FIRST)
         return (st[8] << 32) | st[9]
 
     def hash8(self, msg):
@@ -495,5 +500,5 @@ class Decoder:
         st = self._st
         st[12] = _le(msg, 0, 4)
         st[13] = _le(msg, 4, 4)
-        self._chain(st, 1, 4)
+        self._chain(st, 1, CHAIN_HASH)
         return st[14] | (st[15] << 32)

@@ -28,18 +28,31 @@ than 30 bits either, so nothing here is a heap object.
 
 import micropython
 
+try:
+    from micropython import const
+except ImportError:  # CPython: the host tests run this source on modelled 32-bit words
+
+    def const(x):
+        return x
+
+
+# the modes (bits): firmware.tokens.openpaygo.decoder's CHAIN_EXTENDED, _SKIP_FIRST, _HASH
+_EXTENDED = const(1)
+_SKIP_FIRST = const(2)
+_HASH = const(4)
+
 
 @micropython.viper
 def chain(st: ptr32, n: int, mode: int) -> int:
     m32 = (uint(1) << 31) - 1
     m32 = (m32 << 1) | 1  # 0xFFFFFFFF on either word size
-    ext = mode & 1
-    skip = mode & 2
+    ext = mode & _EXTENDED
+    skip = mode & _SKIP_FIRST
     i = 0
     while i < n:
         ml = uint(0)
         mh = uint(0)
-        if mode == 4:
+        if mode == _HASH:
             ml = uint(st[12])
             mh = uint(st[13])
         elif ext:
@@ -134,7 +147,7 @@ def chain(st: ptr32, n: int, mode: int) -> int:
             r += 1
         hl = al ^ bl ^ cl ^ dl
         hh = ah ^ bh ^ ch ^ dh
-        if mode == 4:
+        if mode == _HASH:
             st[14] = hl
             st[15] = hh
             return 0
