@@ -182,13 +182,6 @@ class App:
             self.board.indicator.play(pattern)
 
     # -- requests ---------------------------------------------------------------
-    def topup(self, amount):
-        """Credit a verified amount (minor units) and journal it before returning."""
-        self.meter.credit(amount)
-        self.save()
-        self._relay_flag.set()
-        return self.meter.ledger.balance
-
     def press_button(self):
         ok = self.meter.control.press_button()
         if ok:

@@ -125,6 +125,21 @@ def run_app(board, app, until_ms, calls=()):
     return got
 
 
+def topup(app, amount):
+    """Credit `amount` minor units the way money comes in: a compact token vended under
+    the app's own meter key for the next token id its memory takes, entered through the
+    one credit path (App.enter: checked, applied, journaled, answered). Returns the
+    balance after it; AssertionError when the meter refused it."""
+    from tools.sim import tokenmint
+
+    tokens = app.intake.tokens
+    assert tokens.key is not None, "topup: the meter has no key"
+    token = tokenmint.compact_credit(tokens.key, tokens.memory.high + 1, amount, rnd=0)
+    r, balance = app.enter(token)
+    assert r.accepted, "topup: refused with code %d" % r.code
+    return balance
+
+
 def fails(exc_type, clock, coro):
     """drive() a coroutine that must raise exc_type; return the exception."""
     try:

@@ -13,12 +13,14 @@ import support
 from drivers.relay import LatchingRelay
 from firmware.billing import events as ev
 from firmware.billing import policy
+from firmware.tokens import keys
 from firmware.storage import record
 from firmware.app import App
 from firmware.app import STATE_FIELDS
 from firmware.billing.settings import Settings
 from firmware.storage.statefile import StateFile
 from tools.sim.board import SimBoard
+from tools.sim import commission
 from tools.sim.hw import SimPin
 from tools.sim.vclock import VirtualClock
 
@@ -29,6 +31,8 @@ CONTROL = STATE_FIELDS.index("control_state")
 MONDAY_NOON = (2026, 1, 5, 12 * 3600)
 # 1.0000 per kWh: 3600 W is 1 Wh a second, 0.1 cent a second
 PRICEY = {"type": "flat", "price_per_kwh": "1.0000"}
+METER_ID = 4711002
+KEY = keys.MeterKey(keys.derive_meter_key(bytes(range(32)), METER_ID))  # top-ups are tokens
 
 
 # -- scaffolding -------------------------------------------------------------------
@@ -39,7 +43,12 @@ _rmtree = support.rmtree
 
 
 def _settings(extra=None):
-    raw = {"tariff": PRICEY, "low_credit": "2.00", "reconnect_min": "1.00"}
+    raw = {
+        "meter_id": str(METER_ID),
+        "tariff": PRICEY,
+        "low_credit": "2.00",
+        "reconnect_min": "1.00",
+    }
     if extra:
         raw.update(extra)
     return Settings(raw)
@@ -47,9 +56,9 @@ def _settings(extra=None):
 
 def _app(d, settings, start=MONDAY_NOON, relay_closed=True, balance=None):
     board = SimBoard(start, d, settings, relay_closed=relay_closed, meter="ideal", store="file")
-    app = App(board, settings)
+    app = App(board, settings, key=KEY)
     if balance is not None:  # a meter that was supplying with this balance
-        app.meter.open_account(balance)
+        commission.open_account(app.meter, balance)
         app.save()
     return board, app
 
@@ -176,7 +185,7 @@ def test_relay_never_both_coils_interval_and_pulse_length():
         board, app = _app(d, s, balance=5)
         watch = CoilWatch(board.clock, board.set_pin, board.reset_pin)
         board.source.set_watts(3600)  # 0.1 cent a second: zero at t = 50 s
-        board.clock.at(51000, lambda: app.topup(200))  # soon after the cut
+        board.clock.at(51000, lambda: support.topup(app, 200))  # soon after the cut
         _run(board, app, 120000)
         assert watch.both_on == 0
         assert board.relay_model.faults == 0
@@ -249,7 +258,7 @@ def test_topup_is_journaled_before_it_returns():
         s = _settings()
         board, app = _app(d, s, balance=150)
         saves = board.store.saves
-        assert app.topup(1234) == 1384
+        assert support.topup(app, 1234) == 1384
         assert board.store.saves == saves + 1
         got = StateFile(d, N).load()
         assert got is not None
@@ -265,7 +274,7 @@ def _reboot_after(d, s, relay_closed):
         (2026, 1, 5, 15 * 3600), d, s, relay_closed=relay_closed, meter="ideal", store="file"
     )
     watch = CoilWatch(board.clock, board.set_pin, board.reset_pin)
-    return board, App(board, s), watch
+    return board, App(board, s, key=KEY), watch
 
 
 def test_reboot_restores_state_and_reasserts_an_open_relay():

@@ -19,6 +19,7 @@ import asyncio
 import support
 from firmware.tokens import keys
 from tools.sim import tokenmint as mint
+from tools.sim import commission
 from firmware.storage import version
 from firmware.app import App
 from firmware.ui.display import Display
@@ -62,7 +63,7 @@ class Meter:
         )
         asyncio.new_event_loop()
         self.app = App(self.board, settings, key=KEY)
-        self.app.meter.open_account(balance)
+        commission.open_account(self.app.meter, balance)
         self.board.mains.set_watts(watts)
         self.model = self.board.display_model
         self.display = getattr(self.app, "display", None)

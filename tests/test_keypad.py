@@ -13,6 +13,7 @@ from drivers.keypad import MANY, NO_KEY, MatrixKeypad
 from firmware.tokens import keys
 from firmware.tokens import codes as rc
 from tools.sim import tokenmint as mint
+from tools.sim import commission
 from firmware.app import App
 from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
@@ -113,7 +114,7 @@ def _meter(balance=0):
     asyncio.new_event_loop()
     app = App(board, settings, key=KEY)
     if balance:
-        app.meter.open_account(balance)
+        commission.open_account(app.meter, balance)
         app.save()
     return board, app
 
@@ -194,7 +195,7 @@ def _night_and_day(sod):
     board = SimBoard((2026, 1, 5, sod), None, settings, meter="ideal", keypad=True)
     asyncio.new_event_loop()
     app = App(board, settings, key=KEY)
-    app.meter.open_account(210)  # 2.10: low credit (2.00) after 10 s at 36 kW
+    commission.open_account(app.meter, 210)  # 2.10: low credit (2.00) after 10 s at 36 kW
     app.save()
     board.mains.set_watts(36000)
     seen = {"buzzer": [], "led": []}

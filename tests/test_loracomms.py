@@ -23,6 +23,7 @@ from firmware import config
 from firmware.build import build
 from firmware.tokens import codes as rc
 from tools.sim import tokenmint as mint
+from tools.sim import commission
 from firmware.comms.lora.conversation import AIR_EVENTS, LoRaComms
 from firmware.billing.settings import LORA_REGIONS, Settings
 from tools.sim.board import SimBoard
@@ -219,7 +220,7 @@ def test_events_and_state_go_up_within_the_duty_cycle():
 def test_the_state_and_the_meter_reading_every_period():
     def go(board, app):
         board.mains.set_watts(360)  # 0.1 Wh a second, 1 cent a second
-        app.meter.open_account(100000)
+        commission.open_account(app.meter, 100000)
         support.run_app(board, app, 1250000)
         got, _ = _received(board)
         meters = _of(got, "meter")

@@ -16,12 +16,15 @@ there, the meter reboots on the same flash and relay, and the test checks:
 import asyncio
 import gc
 
+import support
 from firmware.billing import policy
+from firmware.tokens import keys
 from firmware.storage import record
 from firmware.app import App
 from firmware.app import STATE_FIELDS
 from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
+from tools.sim import commission
 from tools.sim.nor import NorFlash, PowerCut
 
 N = len(STATE_FIELDS)
@@ -36,7 +39,10 @@ WATTS = 3000
 PRICE = 20000  # 2.0000 per kWh in the tariff's 1/100 minor units per kWh
 TOPUPS = ((700, 30), (760, 20))  # (at_s, amount in minor units)
 END_S = 900
+METER_ID = 4711002
+KEY = keys.MeterKey(keys.derive_meter_key(bytes(range(32)), METER_ID))  # top-ups are tokens
 SETTINGS = {
+    "meter_id": str(METER_ID),
     "tariff": {"type": "flat", "price_per_kwh": "2.0000"},
     "low_credit": "0.50",
     "reconnect_min": "0.20",
@@ -98,7 +104,7 @@ def _board():
 def _boot(board, settings):
     asyncio.new_event_loop()
     board.store = Recorder(board.store)
-    return App(board, settings)
+    return App(board, settings, key=KEY)
 
 
 def _run(board, app, until_s):
@@ -114,7 +120,7 @@ def _workload(cut=None):
     """Run the workload; returns (board, settings, app, accepted, inflight_amount, cut_hit)."""
     board, settings = _board()
     app = _boot(board, settings)
-    app.meter.open_account(100)
+    commission.open_account(app.meter, 100)
     app.save()
     board.base_ops = board.flash.ops  # the workload's operations start here
     board.mains.set_watts(WATTS)
@@ -124,7 +130,7 @@ def _workload(cut=None):
 
     def topup(amount):
         pending[0] = amount
-        board.app.topup(amount)
+        support.topup(board.app, amount)
         accepted.append(amount)
         pending[0] = 0
 
@@ -194,7 +200,7 @@ def test_cut_at_every_flash_operation_and_inside_it():
             assert app.errors == 0
             # the meter carries on: a top-up after the reboot is credited once
             before = app.meter.ledger.credited
-            app.topup(77)
+            support.topup(app, 77)
             assert app.meter.ledger.credited == before + 77
             assert rec.load()[CREDITED] == before + 77
             cases += 1

@@ -13,6 +13,7 @@ from firmware.tokens import keys
 from firmware.billing import policy
 from firmware.ui import screens
 from tools.sim import tokenmint as mint
+from tools.sim import commission
 from firmware.app import App
 from firmware.comms.outbox import Outbox
 from firmware.ui.screens import Content, Screens
@@ -40,7 +41,7 @@ class Meter:
         )
         asyncio.new_event_loop()
         self.app = App(self.board, self.settings, key=KEY)
-        self.app.meter.open_account(balance)
+        commission.open_account(self.app.meter, balance)
         self.clock = self.board.clock
         self.entry = self.app.entry  # firmware/ui/keyentry.py's Entry on a keypad board
         assert (self.entry is not None) == entry

@@ -11,11 +11,14 @@ import asyncio
 import support
 from drivers.cellular import sms_number_ok
 from firmware.app import App
+from firmware.tokens import keys
 from firmware.billing.settings import Settings
 from firmware.comms.sms import Notifier
 from tools.sim.board import SimBoard
+from tools.sim import commission
 
 NUMBER = "+254700000001"
+KEY = keys.MeterKey(keys.derive_meter_key(bytes(range(32)), 4711002))  # top-ups are tokens
 
 
 def _settings(**kw):
@@ -33,8 +36,10 @@ def _settings(**kw):
 def _meter(settings, balance=215):
     board = SimBoard((2026, 1, 5, 12 * 3600), None, settings, meter="ideal")
     asyncio.new_event_loop()
-    app = App(board, settings)
-    app.meter.open_account(balance)  # 2.15 at 36 kW (1 cent a second): low at 15 s, 0 at 215 s
+    app = App(board, settings, key=KEY)
+    commission.open_account(
+        app.meter, balance
+    )  # 2.15 at 36 kW (1 cent a second): low at 15 s, 0 at 215 s
     app.save()
     board.mains.set_watts(36000)
     link = board.modem(settings)
@@ -59,7 +64,7 @@ def test_low_credit_and_disconnection_each_text_the_customer_once():
 def test_a_hovering_balance_does_not_flood_the_customer():
     board, app, model = _meter(_settings())
     # topped up over the threshold and run down again, four times
-    topups = [(t, lambda: app.topup(60)) for t in (60000, 120000, 180000, 240000)]
+    topups = [(t, lambda: support.topup(app, 60)) for t in (60000, 120000, 180000, 240000)]
     got = support.run_app(board, app, 300000, calls=[(50000, lambda: len(model.sms))] + topups)
     assert got[0] == 1  # the first crossing texted
     assert len(model.sms) == 1 and app.sms.suppressed >= 3
@@ -70,7 +75,9 @@ def test_a_hovering_balance_does_not_flood_the_customer():
 def test_the_daily_cap_holds_even_past_the_interval():
     board, app, model = _meter(_settings(sms_min_interval_s=60, sms_per_day=2))
     # +1.20 every 2 minutes: a new low-credit crossing each time, 120 s apart
-    topups = [(t, lambda: app.topup(120)) for t in (60000, 180000, 300000, 420000, 540000)]
+    topups = [
+        (t, lambda: support.topup(app, 120)) for t in (60000, 180000, 300000, 420000, 540000)
+    ]
     support.run_app(board, app, 600000, calls=topups)
     lows = [e for e in app.meter.log.items if e[1] == "low_credit"]
     assert len(lows) >= 5 and app.meter.control.control_state == 1

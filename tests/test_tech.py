@@ -16,6 +16,7 @@ from firmware.service import safemode, tech
 from firmware import config, start
 from firmware.build import build
 from tools.sim import tokenmint as mint
+from tools.sim import commission
 from firmware.app import App
 from firmware.billing.settings import Settings
 from tools.sim.board import SimBoard
@@ -50,7 +51,7 @@ class Meter:
             on_settings=lambda raw: config.save_meter_settings(raw, self.path),
         )
         if balance is not None:
-            self.app.meter.open_account(balance)
+            commission.open_account(self.app.meter, balance)
             self.app.save()
         self.audit = self.d + "/audit.log"
         self.restarts = []

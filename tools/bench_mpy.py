@@ -19,9 +19,19 @@ import micropython
 
 from firmware.app import App
 from firmware.billing.settings import Settings
-from tools.sim.board import SimBoard
+from tools.sim.board import JOURNAL_SECTORS, SimBoard
+from tools.sim.nor import NorFlash
+from tools.sim import commission
 
 N = 5000
+_FLASH = []  # one flash chip for every meter built here: its 64 KB in one piece, found once
+
+
+def _flash():
+    if not _FLASH:
+        _FLASH.append(NorFlash(JOURNAL_SECTORS))
+    _FLASH[0].reset()
+    return _FLASH[0]
 
 
 def build(meter="ideal", ui=False, store="journal", clock=None, tick_ms=1000):
@@ -50,11 +60,12 @@ def build(meter="ideal", ui=False, store="journal", clock=None, tick_ms=1000):
         display=ui,
         keypad=ui,
         store=store,
+        flash=_flash() if store == "journal" else None,
         clock=clock,
     )
     board.store.erase()
     app = App(board, settings, tick_ms=tick_ms)
-    app.meter.open_account(100000000)
+    commission.open_account(app.meter, 100000000)
     board.mains.set_watts(2300)
     board.relay.closed = True  # as after the boot-time re-assert
     return board, app

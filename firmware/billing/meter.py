@@ -85,15 +85,6 @@ class Meter:
         self.ledger.set_balance(balance)
         self.control.after_credit()
 
-    def open_account(self, balance, debt=0):
-        """Commissioning (simulator, tests): a meter handed over supplying, with an
-        opening balance and debt; the credit rules then apply as usual."""
-        self.ledger.balance = balance
-        self.ledger.debt = debt
-        self.control.open_reasons = 0
-        self.control.control_state = CONNECTED
-        self.control.after_credit()
-
     def configure(self, settings):
         self.settings = settings
         self.control.configure(settings)

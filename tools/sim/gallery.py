@@ -40,6 +40,7 @@ def shot(name, raw, balance, watts, at_ms, keys):
 
     from firmware.tokens import keys as keymod
     from tools.sim import tokenmint
+    from tools.sim import commission
     from firmware.app import App
     from firmware.ui.display import Display
     from firmware.billing.settings import Settings
@@ -60,7 +61,7 @@ def shot(name, raw, balance, watts, at_ms, keys):
     asyncio.new_event_loop()
     key = keymod.MeterKey(keymod.derive_meter_key(bytes(range(32)), METER_ID))
     app = App(board, settings, key=key)
-    app.meter.open_account(balance)
+    commission.open_account(app.meter, balance)
     board.mains.set_watts(watts)
     display = getattr(app, "display", None)
     if display is None:  # the App runs no display of its own (yet): run one here

@@ -34,6 +34,7 @@ from firmware.billing.settings import Settings  # noqa: E402
 gc.collect()
 CODE_HEAP = gc.mem_alloc() - _HEAP_NO_FIRMWARE
 from tools.sim.board import SimBoard  # noqa: E402
+from tools.sim import commission  # noqa: E402
 from tools.sim.screenshots import Screenshots  # noqa: E402
 
 gc.collect()
@@ -127,7 +128,7 @@ def main(path):
 
     app = boot()
     if sc.get("fresh", True):
-        app.meter.open_account(sc["balance"], sc.get("debt", 0))
+        commission.open_account(app.meter, sc["balance"], sc.get("debt", 0))
         app.save()
     mains = board.mains
     for at_s, volts, amps, pf, amps_n, watts in sc["load"]:
