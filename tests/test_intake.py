@@ -220,3 +220,16 @@ def test_cut_at_every_flash_operation_of_a_top_up_credits_it_at_most_once():
             r, bal = app.enter(tok)
             assert r.code == (rc.USED if credited else rc.ACCEPT), (op, at)
             assert app.meter.ledger.credited == 999 and bal == 999
+
+
+def test_a_message_without_a_token_is_refused_and_logged_and_changes_nothing():
+    s = _settings()
+    board = _board(s)
+    app = _app(board, s)
+    app.enter(mint.compact_credit(KEY, 1, 500))
+    saves = board.store.saves
+    fields = app.fields()
+    assert app.intake.refuse(rc.FORMAT) == 500
+    assert app.meter.log.last(1)[0][1:] == ("token_rejected", 500, rc.FORMAT)
+    assert board.store.saves == saves and app.fields() == fields  # no lock-out count
+    assert app.intake.last[0].accepted  # the last token's answer still stands

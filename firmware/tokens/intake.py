@@ -29,6 +29,8 @@ come back up only through those callbacks and the event log's listeners:
       save()                                    one journal record (App.save)
       request_relay()                           the relay task looks again
     the answer returns the same way: the transport acks it, the screens show `last`.
+A message that carries no token at all is answered by `refuse(code)`: the same
+`token_rejected` event, nothing else.
 
 Management tokens: max power (W), low-credit threshold (minor units), clear tamper
 (clears a max-power lock-out), payment mode (1 postpaid: never disconnect for credit,
@@ -183,6 +185,15 @@ class Intake:
             m.log.emit(now, ev.TOKEN_ACCEPTED, m.ledger.balance, r.token_id)
         self.last = (r, m.ledger.balance)
         return self.last
+
+    def refuse(self, code):
+        """A message that carries no token at all (a transport found none in it): it is
+        answered `code` and logged as `token_rejected`, as a refused token is; nothing
+        else changes (no lock-out count, no journal write). Returns the balance."""
+        m = self.meter
+        balance = m.ledger.balance
+        m.log.emit(m.clock.stamp(), ev.TOKEN_REJECTED, balance, code)
+        return balance
 
     def _apply(self, r, now):
         m = self.meter

@@ -188,9 +188,7 @@ class LoRaComms:
         app = self.app
         got = lp.apply_downlink(app, payload)
         if got is None:
-            m = app.meter
-            m.log.emit(m.clock.stamp(), ev.TOKEN_REJECTED, m.ledger.balance, rc.FORMAT)
-            self.outbox.put(ACK, (rc.FORMAT, 0, m.ledger.balance))
+            self.outbox.put(ACK, (rc.FORMAT, 0, app.intake.refuse(rc.FORMAT)))
             return
         r, balance, tid = got
         self.outbox.put(ACK, (r.code, tid, balance))

@@ -190,9 +190,7 @@ class Comms:
         if len(data) == 2 * ENVELOPE_SIZE:
             data = parse_hex(data.decode()) if _ascii(data) else None
         if data is None or len(data) != ENVELOPE_SIZE:
-            m = self.app.meter
-            m.log.emit(m.clock.stamp(), ev.TOKEN_REJECTED, m.ledger.balance, rc.FORMAT)
-            self._ack_token(None, rc.FORMAT, m.ledger.balance)
+            self._ack_token(None, rc.FORMAT, self.app.intake.refuse(rc.FORMAT))
             return
         r, balance = self.app.enter(data)
         self._ack_token(header(data)[3], r.code, balance)
