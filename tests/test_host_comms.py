@@ -144,6 +144,8 @@ def test_vend_send_tops_up_a_disconnected_meter_which_closes_its_relay_and_acks(
         assert st["credited"] == 1000 and st["control_state"] == "connected"
         state = w.wait(lambda k, o: k == "state" and o.get("relay") == "closed")
         assert state["credit_status"] == "in_credit" and state["online"] is True
+        # run from the tree: no version.json, so no built identity to claim
+        assert state["software"] == "unreleased" and state["mqtt_client"] == "unknown"
         assert [o["event"] for o in w.of("event")][-2:] == ["topup", "reconnect"]
         final = m.stop()
         w.close()

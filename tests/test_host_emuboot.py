@@ -428,3 +428,8 @@ def test_the_mqtt_client_that_runs_is_the_images_while_frozen_holds_another(
     client = rep["mqtt_client"]
     assert client["loaded"] is True and client["file"] == "/lib/meterdeps/umqtt/simple.mpy"
     assert client["version"] == "1.3.4" and client["dist"] == "micropython-umqtt.simple"
+    # the back office hears the same: the state names the client and the software
+    state = [o for o in map(json.loads, states) if "balance" in o][0]  # not the last will
+    assert state["mqtt_client"] == "1.3.4"
+    manifest = json.loads(built["version.json"])
+    assert state["software"] == "%s+%s" % (manifest["version"], manifest["hash"][:12])

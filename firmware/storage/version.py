@@ -62,6 +62,24 @@ def _manifest(root):
         return None
 
 
+_software = {}  # root: software_id(), read once (the manifest does not change while running)
+
+
+def software_id(root=""):
+    """The software as the build identified it, short and cheap (no file is hashed):
+    "<version>+<first 12 hex of the built combined hash>", or "unreleased" without a
+    version.json. What the meter reports in its state; identify() proves the files."""
+    got = _software.get(root)
+    if got is None:
+        manifest = _manifest(root)
+        if manifest is None:
+            got = "unreleased"
+        else:
+            got = str(manifest.get("version", "?")) + "+" + str(manifest.get("hash", ""))[:12]
+        _software[root] = got
+    return got
+
+
 _libs = {}  # name: what library() found, once the module is loaded (it cannot change)
 
 

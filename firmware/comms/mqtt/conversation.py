@@ -12,7 +12,9 @@ Topics (prefix `topic_prefix`, client id = meter id in plain decimal):
   <p>/<id>/event  out, QoS 1: every event of the meter's log, queued while offline.
   <p>/<id>/state  out, QoS 1, retained: balance, supply, power, price, signal, the
                   lifetime credit of every top-up taken (credit_total, the debt share
-                  included: what the back office reconciles its sales against) ... at
+                  included: what the back office reconciles its sales against), the
+                  software (version+built hash, storage/version.software_id) and the
+                  MQTT client version that loaded (mqtt_client) ... at
                   connect, every `state_period_s`, after a top-up or a supply change.
                   The broker's last will on the same topic: a signed "online": false.
 Every message out is signed (firmware/comms/signed.py) and numbered (boot, seq): `boot`
@@ -41,7 +43,8 @@ from firmware.tokens import codes as rc
 from firmware.tokens.envelope import SIZE as ENVELOPE_SIZE
 from firmware.tokens.envelope import header, parse_hex
 from firmware.billing.settings import parse_meter_id
-from firmware.comms.mqtt.session import MQTTError, Session
+from firmware.comms.mqtt.session import CLIENT, MQTTError, Session
+from firmware.storage import version
 from firmware.billing.policy import CONTROL_STATES, relay_word
 
 THRESHOLDS = (
@@ -158,6 +161,8 @@ class Comms:
             ("dropped", st["dropped"]),
             ("errors", st["errors"]),
             ("late_ms_max", st["late_ms_max"]),
+            ("software", version.software_id()),
+            ("mqtt_client", version.library(CLIENT)["version"]),
         ]
         tel = st["modem"] or {}
         for k in ("reg", "csq", "rssi_dbm", "resets", "drops"):
