@@ -72,8 +72,11 @@
                     board: the heap the built meter holds (less the emulator's models)
                     and what a 110 K-word heap has left then (tools/bench_image.py)
 
-Usage: python tools/bench.py [section ...]
+Usage: python tools/bench.py [--markdown PATH] [section ...]
   sections: tick, sim, heap, journal, tokens, comms, lora, office, image
+  --markdown PATH  also write the figures as a page (tools/bench_report.py; the project's
+                   is docs/performance.md), keeping the sections of an earlier page that
+                   this run did not measure
 """
 
 import copy
@@ -172,74 +175,102 @@ def journal_figures(figures):
     figures["max_loss_per_cut"] = ten_kw_day(cuts=50)["cut_lost_charge_max"]
 
 
-def main(sections):
+def heap_figures(figures):
+    # The chip model is host-side hardware (and compiling it from source needs more
+    # transient heap than 64 K words): the week with the chip runs in a larger heap
+    # and counts what is not the model; the same week on the ideal source must run
+    # in 64 K words.
+    report = host.run(week(), heap="256wk")
+    model = report["final"]["model_heap"]
+    figures["peak_heap_bytes"] = report["final"]["live_heap_peak"] - model
+    figures["model_heap_bytes"] = model
+    # the journal on a 2-sector flash model here: its bytes are not the ESP32's heap
+    # ... and from .mpy, as the board runs it (compiling from source needs heap)
+    with tempfile.TemporaryDirectory() as mpy:
+        host.compile_firmware(mpy)
+        ideal = host.run(
+            dict(week(), meter="ideal", flash_sectors=2), heap=IDEAL_HEAP, mpy_dir=mpy
+        )
+    fin = ideal["final"]
+    figures["peak_heap_bytes_ideal_" + IDEAL_HEAP] = fin["live_heap_peak"] - fin["model_heap"]
+    # code against data: the heap the firmware's modules take once imported, and what
+    # the week adds above everything imported (tools/sim/runner.py measures both)
+    assert not fin["late_imports"], fin["late_imports"]
+    figures["code_heap_bytes"] = fin["code_heap"]
+    figures["data_heap_bytes"] = fin["live_heap_peak"] - fin["imported_heap"]
+    # the whole week's peak with the firmware's code taken out of the heap (frozen
+    # into flash on the board), against 64 K words
+    figures["week_fits_64wk_without_code"] = (
+        fin["live_heap_peak"] - fin["code_heap"] <= HEAP_64WK_BYTES and not fin["errors"]
+    )
+    figures["week_errors"] = report["final"]["errors"]
+
+
+def section_figures(section):
+    """The figures of one bench section, as a dict."""
     figures = {}
-    if "tick" in sections:
+    if section == "tick":
         figures.update(tick_figures())
-    if "sim" in sections:
+    elif section == "sim":
         t0 = time.perf_counter()
         host.run(household())
         figures["sim_day_s"] = round(time.perf_counter() - t0, 2)
-    if "heap" in sections:
-        # The chip model is host-side hardware (and compiling it from source needs more
-        # transient heap than 64 K words): the week with the chip runs in a larger heap
-        # and counts what is not the model; the same week on the ideal source must run
-        # in 64 K words.
-        report = host.run(week(), heap="256wk")
-        model = report["final"]["model_heap"]
-        figures["peak_heap_bytes"] = report["final"]["live_heap_peak"] - model
-        figures["model_heap_bytes"] = model
-        # the journal on a 2-sector flash model here: its bytes are not the ESP32's heap
-        # ... and from .mpy, as the board runs it (compiling from source needs heap)
-        with tempfile.TemporaryDirectory() as mpy:
-            host.compile_firmware(mpy)
-            ideal = host.run(
-                dict(week(), meter="ideal", flash_sectors=2), heap=IDEAL_HEAP, mpy_dir=mpy
-            )
-        fin = ideal["final"]
-        figures["peak_heap_bytes_ideal_" + IDEAL_HEAP] = fin["live_heap_peak"] - fin["model_heap"]
-        # code against data: the heap the firmware's modules take once imported, and what
-        # the week adds above everything imported (tools/sim/runner.py measures both)
-        assert not fin["late_imports"], fin["late_imports"]
-        figures["code_heap_bytes"] = fin["code_heap"]
-        figures["data_heap_bytes"] = fin["live_heap_peak"] - fin["imported_heap"]
-        # the whole week's peak with the firmware's code taken out of the heap (frozen
-        # into flash on the board), against 64 K words
-        figures["week_fits_64wk_without_code"] = (
-            fin["live_heap_peak"] - fin["code_heap"] <= HEAP_64WK_BYTES and not fin["errors"]
-        )
-        figures["week_errors"] = report["final"]["errors"]
-    if "journal" in sections:
+    elif section == "heap":
+        heap_figures(figures)
+    elif section == "journal":
         journal_figures(figures)
-    if "tokens" in sections:
+    elif section == "tokens":
         figures.update(mpy_json("tools/bench_tokens_mpy.py", "256wk"))
         site = next((ROOT / ".venv/lib").glob("python*/site-packages"), None)
         opg = [str(site)] if site else []
         figures.update(mpy_json("tools/bench_openpaygo_mpy.py", "8M", opg))
-    if "comms" in sections:
+    elif section == "comms":
         from tools.bench_comms import comms_figures
 
         figures.update(comms_figures())
-    if "lora" in sections:
+    elif section == "lora":
         from tools.bench_lora import lora_figures
 
         figures.update(lora_figures())
-    if "office" in sections:
+    elif section == "office":
         from tools.bench_office import office_figures
 
         figures.update(office_figures())
-    if "image" in sections:
+    elif section == "image":
         from tools.bench_image import image_figures
 
         figures.update(image_figures())
+    return figures
+
+
+def main(sections, markdown=None):
+    by_section = {}
+    figures = {}
+    for section in sections:
+        t0 = time.perf_counter()
+        by_section[section] = section_figures(section)
+        figures.update(by_section[section])
+        print("bench: %s took %.0f s" % (section, time.perf_counter() - t0), file=sys.stderr)
     print(json.dumps(figures, indent=1, sort_keys=True))
+    if markdown:
+        from tools import bench_report
+
+        bench_report.write(markdown, by_section, SECTIONS)
 
 
 SECTIONS = ("tick", "sim", "heap", "journal", "tokens", "comms", "lora", "office", "image")
 
+USAGE = "usage: python tools/bench.py [--markdown PATH] [section ...]"
+
 if __name__ == "__main__":
-    asked = sys.argv[1:] or SECTIONS
+    args = sys.argv[1:]
+    out = None
+    if args[:1] == ["--markdown"]:
+        if len(args) < 2:
+            sys.exit(USAGE)
+        out, args = args[1], args[2:]
+    asked = args or SECTIONS
     unknown = [a for a in asked if a not in SECTIONS]
     if unknown:
         sys.exit("bench: unknown section %s (known: %s)" % (unknown[0], ", ".join(SECTIONS)))
-    main(asked)
+    main(asked, out)
