@@ -5,10 +5,10 @@ PyPI package is the reference generator), decoded with our own code. firmware/to
 (through firmware/tokens/openpaygo/intake.py) routes keypad digits here and journals what
 `commit` changes.
 
-Token (spec tokens.md section 2.1). Device secrets: a 16-byte key and a 9-digit starting
-code (by default SipHash-2-4(key, key) turned into a code). Next code = SipHash-2-4(key,
-code as 4 bytes big-endian, twice); high XOR low 32 bits; drop the 2 low bits; above
-999999999 subtract 73741825. A token for value V at count N: code_0 = the starting code
+Token (docs/tokens.md, "OpenPAYGO Token: the algorithm"). Device secrets: a 16-byte key
+and a 9-digit starting code (by default SipHash-2-4(key, key) turned into a code). Next
+code = SipHash-2-4(key, code as 4 bytes big-endian, twice); high XOR low 32 bits; drop
+the 2 low bits; above 999999999 subtract 73741825. A token for value V at count N: code_0 = the starting code
 with its last 3 digits replaced by (starting code + V) mod 1000, hashed N times, the last
 3 digits replaced again (only for the comparison: the chain goes on from the full code,
 as the reference code does). Even counts add, odd counts set; odd 998 = disable PAYG,
@@ -29,7 +29,7 @@ Count window (our rules; the state is two integers, STATE_FIELDS):
 - Committing a set, disable or sync token marks the whole window used, so no older add
   token is accepted after it.
 
-Upstream bugs (tokens.md 2.5, 2.9) not repeated here: an exact bit test (HDK #10: an
+Upstream bugs (docs/tokens.md, the upstream bugs table) not repeated here: an exact bit test (HDK #10: an
 older add token accepted after a set token); bad input of any length is a MALFORMED
 result, never an exception (the extended decoder's UnboundLocalError, "Token is too
 long"); odd-count 998/999 in extended mode decode as disable/sync, not set (python #24);
