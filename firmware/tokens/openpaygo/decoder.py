@@ -7,13 +7,13 @@ PyPI package is the reference generator), decoded with our own code. firmware/to
 
 Token (docs/tokens.md, "OpenPAYGO Token: the algorithm"). Device secrets: a 16-byte key
 and a 9-digit starting code (by default SipHash-2-4(key, key) turned into a code). Next
-code = SipHash-2-4(key, code as 4 bytes big-endian, twice); high XOR low 32 bits; drop
-the 2 low bits; above 999999999 subtract 73741825. A token for value V at count N: code_0 = the starting code
-with its last 3 digits replaced by (starting code + V) mod 1000, hashed N times, the last
-3 digits replaced again (only for the comparison: the chain goes on from the full code,
-as the reference code does). Even counts add, odd counts set; odd 998 = disable PAYG,
-odd 999 = counter sync; 996 and 997 are reserved. Tokens are exactly 9 (12) digits: the
-stock decoder also takes shorter strings (leading zeros dropped); we don't.
+code = SipHash-2-4(key, code as 4 bytes big-endian, twice); high XOR low 32 bits; drop the
+2 low bits; above 999999999 subtract 73741825. A token for value V at count N: code_0 =
+the starting code with its last 3 digits replaced by (starting code + V) mod 1000, hashed
+N times, the last 3 digits replaced again (only for the comparison: the chain goes on from
+the full code, as the reference code does). Even counts add, odd counts set; odd 998 =
+disable PAYG, odd 999 = counter sync; 996 and 997 are reserved. Tokens are exactly 9 (12)
+digits: the stock decoder also takes shorter strings (leading zeros dropped); we don't.
 Shapes: 9 digits; 15 digits of 1-4 (restricted digit set, 2 bits a digit); extended
 (optional, off by default): 12 digits, or 20 of 1-4, 40-bit codes (SipHash of the code
 as 8 bytes big-endian, hash >> 24, above 999999999999 subtract 99511627777), 6-digit
