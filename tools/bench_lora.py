@@ -23,7 +23,7 @@ signed ack.
   lora_duty_used_pct_sf12 / _sf7  that air time as a share of the day, against EU868's
                     1 % per sub-band (lora_duty_limit_pct)
   lora_ttn_fair_use_ok_sf12 / _sf7  within The Things Network's 30 s a day of uplink air
-                    time (spec modems.md 3.4)
+                    time (docs/lorawan.md, time on air and duty cycle)
 """
 
 import os

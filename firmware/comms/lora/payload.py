@@ -124,7 +124,7 @@ EVENT_KINDS = (
     "console_session",
 )
 
-# largest downlink FRMPayload per downlink DR (spec modems.md 3.3)
+# largest downlink FRMPayload per downlink DR (docs/lorawan.md, payload limits)
 DOWNLINK_MAX = {
     "EU868": (51, 51, 51, 115, 242, 242, 242),
     "US915": (0, 0, 0, 0, 0, 0, 0, 0, 53, 129, 242, 242, 242, 242),
