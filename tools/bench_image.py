@@ -86,7 +86,11 @@ def image_figures():
             if rep is not None:
                 free.append(rep["heap"]["free"])
             elif failure is None:
-                crash = [ln for ln in r["stdout"].splitlines() if "Error" in ln]
+                crash = [
+                    ln
+                    for ln in r["stdout"].splitlines()
+                    if "Error" in ln and not ln.startswith("EMU-REPORT")
+                ]
                 failure = crash[-1].strip() if crash else r["stdout"][-200:]
         free.sort()
         figures["boot_110wk_starts"] = "%d/%d" % (len(free), TRIES)

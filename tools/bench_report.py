@@ -91,6 +91,7 @@ ROWS = {
         ("token_reject_us_random_digits", "refusing a random 20-digit string, µs"),
         ("token_reject_us_forged_envelope", "refusing an altered envelope, µs"),
         ("opg_backend", "the OpenPAYGO code-chain implementation in use"),
+        ("opg_count", "the device's count for the `c100` and `bad` cases"),
         ("opg_decode_us_c100", "OpenPAYGO decode of a valid token at count 100, µs"),
         ("opg_decode_alloc_c100", "heap allocated by it"),
         ("opg_decode_us_c1", "decode of the first token of a fresh device, µs"),
@@ -101,6 +102,10 @@ ROWS = {
         ("opg_stock_source", "where the stock figures come from"),
         ("opg_stock_decode_us_c100", "the stock decoder on the count-100 token, µs"),
         ("opg_stock_decode_alloc_c100", "heap allocated by it"),
+        ("opg_stock_decode_us_c1", "the stock decoder on the fresh device's token, µs"),
+        ("opg_stock_decode_alloc_c1", "heap allocated by it"),
+        ("opg_stock_decode_us_bad", "the stock decoder on the token that matches nothing, µs"),
+        ("opg_stock_decode_alloc_bad", "heap allocated by it"),
         ("opg_speedup_c100", "stock time over ours"),
         ("opg_alloc_ratio_c100", "stock allocation over ours"),
     ),
@@ -246,7 +251,7 @@ def render(by_section, dates, sections):
             lines.append("| `%s` | %s | |" % (key, value(figures[key])))
         lines.append("")
         if "journal_designs" in figures:
-            lines.append("The same 180-byte record (21 fields) kept three ways:")
+            lines.append("One state record kept three ways (the ring programs exactly its bytes):")
             lines.append("")
             lines.extend(_designs(figures["journal_designs"]))
             lines.append("")
