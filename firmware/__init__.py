@@ -1,7 +1,8 @@
 """What a prepaid meter is: hardware-free application logic, MicroPython and CPython.
 
 Rooms, lowest first; a module imports only from its own room and the rooms below it
-(tests/test_import_direction.py reads every import and fails on a wrong arrow):
+(tests/test_host_import_direction.py reads every import and fails on a wrong arrow;
+docs/architecture.md):
 
     storage    records, the journal, state files, settings/key file replacement, logs,
                the software's identity (version)
