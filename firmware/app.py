@@ -14,7 +14,7 @@ The metering task calls `step()` every `tick_ms`; `step()` allocates nothing in 
 steady state. State is saved at once after a top-up, a relay change or any credit
 event, and otherwise when the unsaved charges reach `persist_money` (but not sooner
 than `persist_min_s` after the previous save, which caps the flash writes at any load)
-or `persist_s` has passed: the README's storage section derives from these the most a
+or `persist_s` has passed: docs/storage.md derives from these the most a
 power cut can lose and the flash life. Every task survives its own
 errors: it logs, waits and carries on; metering never depends on the network.
 """

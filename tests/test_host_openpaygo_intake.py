@@ -30,7 +30,7 @@ from firmware.tokens.gate import Tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-MICROPYPATH = ":".join([str(TESTS / "fakes"), str(TESTS), str(ROOT), str(ROOT / "lib"), ".frozen"])
+MICROPYPATH = ":".join([str(TESTS), str(ROOT), str(ROOT / "lib"), ".frozen"])
 KEY = "a29ab82edc5fbbc41ec9530f6dac86b1"
 KEY2 = "bc41ec9530f6dac86b1a29ab82edc5fb"
 METER_ID = 4711002
@@ -169,7 +169,7 @@ def session(seed, rd, ext, unit, steps=90):
             vmax = opg.MAX_VALUE_EXTENDED if long else opg.MAX_VALUE
             value = {opg.DISABLE_PAYG: 998, opg.COUNTER_SYNC: 999}.get(kind, rng.randrange(vmax))
             if long and kind == opg.SET_CREDIT and value in (998, 999):
-                value = 1000  # an extended set of 998/999 reads as disable/sync (README)
+                value = 1000  # an extended set of 998/999 reads as disable/sync (docs/tokens.md)
             kw = {"value": value} if kind <= opg.SET_CREDIT else {}
             issued, token = generate_token(
                 secret_key=KEY,
@@ -241,7 +241,7 @@ def run(exe, cfg, tmp_path):
         env = dict(os.environ, MICROPYPATH=MICROPYPATH)
     else:
         cmd = [exe, str(tmp_path / "run.py"), str(tmp_path / "in.json")]
-        path = [str(TESTS), str(ROOT), str(TESTS / "fakes")]
+        path = [str(TESTS), str(ROOT)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False

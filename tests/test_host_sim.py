@@ -1,7 +1,7 @@
 """The simulator's command line and report (CPython host; the firmware runs under micropython).
 
 `python -m tools.sim` must refuse bad scenarios with exit status 2 and one line on
-stderr naming the field, and a good run must produce the report the README describes.
+stderr naming the field, and a good run must produce the report docs/simulator.md describes.
 Where the command line itself is not under test, tools.sim.host.run(dict) is used.
 """
 

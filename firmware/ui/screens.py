@@ -21,9 +21,9 @@ line names what is wrong (tamper, the reason the supply is off, press the button
 or emergency credit, friendly hours) and is empty when all is well.
 
 Energy left is the balance at the price now: kWh x 100 = balance x 10^4 // price, the
-balance in minor units and the price in 1/100 minor unit per kWh (README, Units), so it
-is floor(balance / price) to the 0.01 kWh shown whatever the tariff (flat, the TOU band
-or the block tier in force now). The time it lasts at the present load:
+balance in minor units and the price in 1/100 minor unit per kWh (docs/billing.md,
+units), so it is floor(balance / price) to the 0.01 kWh shown whatever the tariff (flat,
+the TOU band or the block tier in force now). The time it lasts at the present load:
 minutes = balance x 6 x 10^6 // (price x W), shown with the load as "2000 W: 24h40"
 (minutes under an hour, hours and minutes under 100 h, then days); "--" when the load
 or the price is 0.

@@ -26,7 +26,7 @@ from tools.sim.power import PowerSource
 from tools.sim.vclock import VirtualClock
 
 
-JOURNAL_SECTORS = 16  # the journal partition: 64 KB (see README, storage)
+JOURNAL_SECTORS = 16  # the journal partition: 64 KB (docs/storage.md)
 
 
 class SimBoard:

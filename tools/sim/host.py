@@ -1,6 +1,6 @@
 """Host side of the simulator: run a scenario under `micropython`, build the report.
 
-The report (public format, see README): money as decimal strings at the meter's full
+The report (public format, docs/simulator.md): money as decimal strings at the meter's full
 internal precision (the currency's minor unit), energy in Wh with mWh decimals.
 """
 
