@@ -1,4 +1,5 @@
-"""ATM90E26 calibration arithmetic (application note section 3), integers only.
+"""ATM90E26 calibration arithmetic, integers only (the Atmel application note, section 3;
+docs/metering.md, calibration).
 
 A technician applies a known load from a reference source and reads the meter; these
 functions turn the readings into new register values for `ATM90E26.cal`. Loading them
