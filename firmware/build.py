@@ -15,7 +15,6 @@ from firmware.app import STATE_FIELDS, App
 from firmware.billing import events as ev
 from firmware.storage import conffile
 from firmware.storage.journal import Journal
-from firmware.storage.statefile import StateFile
 from drivers.clock import Clock
 
 STATE_DIR = "state"
@@ -30,6 +29,8 @@ def make_store(partition):
         os.mkdir(STATE_DIR)
     except OSError:
         pass
+    from firmware.storage.statefile import StateFile  # a stock table only: not resident
+
     return StateFile(STATE_DIR, len(STATE_FIELDS))
 
 

@@ -94,6 +94,18 @@ def _reset():
     Board.reset()
 
 
+BOOT_GC_BYTES = 8192  # main.py's gc.threshold while the code loads and the meter is built
+
+
+def end_boot_gc():
+    """Start-up is over: back to the GC's default (a collection only when the heap is
+    full); collect first so the loop starts with start-up's garbage gone."""
+    import gc
+
+    gc.collect()
+    gc.threshold(-1)
+
+
 BOOT_FAILS = "bootfails"
 MAX_BOOT_FAILS = 3
 HEALTHY_TICKS = 10
@@ -142,6 +154,7 @@ def main():
         arm_watchdog(app)
         attach_console(app, restart=_reset)
         app.extra_tasks.append(_healthy(app))
+        end_boot_gc()
         asyncio.run(app.run())
     except Exception as e:
         log_crash(e)

@@ -472,3 +472,15 @@ def test_a_meter_that_meters_clears_its_failed_start_ups():
             support.rmtree(d)
 
     _with_meter(check)
+
+
+def test_start_up_collects_often_and_the_loop_does_not():
+    import gc
+
+    main_py = support.read_file("main.py").decode()
+    assert "gc.threshold(%d)" % start.BOOT_GC_BYTES in main_py  # set before the code loads
+    if not hasattr(gc, "threshold"):  # CPython's collector has no allocation threshold
+        return
+    gc.threshold(start.BOOT_GC_BYTES)
+    start.end_boot_gc()
+    assert gc.threshold() == -1
