@@ -1,33 +1,37 @@
-# Developer and CI entry points: venv, test, demo, office-demo, bench, image, emu, lint, clean.
+# Developer and CI entry points: venv, test, test-mpy, demo, office-demo, bench, image, emu,
+# lint, clean.
 #
-# Needs only python3 (>= 3.11, for tomllib) and make. The dev tool list lives in
-# pyproject.toml [project.optional-dependencies] dev; `make venv` installs it into $(VENV)
-# and re-installs whenever that list changes (stamp: $(VENV)/.dev-deps.stamp).
+# Needs only python3 (>= 3.11, for tomllib) and make. The tools come from pyproject.toml's
+# [project.optional-dependencies], by use: each target installs the extra it needs into
+# $(VENV) (tests, demo, lint, tools, office; `make venv` installs dev, all of them), and
+# installs it again whenever that extra's list changes (tools/extras.py writes the list,
+# $(VENV)/extra-NAME.txt; the stamp $(VENV)/.extra-NAME.stamp says it is installed).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-REQS := $(VENV)/dev-requirements.txt
-STAMP := $(VENV)/.dev-deps.stamp
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard firmware drivers tools tests boot.py main.py)
+extra = $(VENV)/.extra-$(1).stamp
 
-.PHONY: venv deps test demo office-demo bench image emu lint format clean distclean
+.PHONY: venv deps test test-mpy demo office-demo bench image emu lint format clean distclean
 
-venv: $(STAMP)
+venv: $(call extra,dev)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Rewritten only when the dev list itself changes, so edits elsewhere in pyproject.toml
-# (tool settings) don't trigger a reinstall.
-$(REQS): pyproject.toml | $(PY)
-	@$(PY) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["optional-dependencies"]["dev"]))' > $@.tmp
+# Rewritten only when the extra's list itself changes, so edits elsewhere in
+# pyproject.toml (tool settings) don't trigger a reinstall.
+$(VENV)/extra-%.txt: pyproject.toml tools/extras.py | $(PY)
+	@$(PY) tools/extras.py $* > $@.tmp
 	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 
-$(STAMP): $(REQS)
-	$(PY) -m pip install --disable-pip-version-check -q -r $(REQS)
+$(VENV)/.extra-%.stamp: $(VENV)/extra-%.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r $<
 	@touch $@
+
+.PRECIOUS: $(VENV)/extra-%.txt $(VENV)/.extra-%.stamp
 
 # micropython-lib packages the firmware uses (not in the tree; see tools/fetch_deps.py)
 DEPS := lib/meterdeps/umqtt/simple.py
@@ -37,16 +41,22 @@ $(DEPS): tools/fetch_deps.py | $(PY)
 
 deps: $(DEPS)
 
-test: venv $(DEPS)
+test: $(call extra,tests) $(DEPS)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-demo: venv $(DEPS)
+# One portable test module under MicroPython, as the suite runs it (its heap included):
+# make test-mpy T=tests/test_ledger.py
+test-mpy: $(call extra,tests) $(DEPS)
+	@test -n "$(T)" || { echo "usage: make test-mpy T=tests/test_x.py" >&2; exit 2; }
+	$(PY) -m pytest -q -rA "tests/test_zz_micropython.py::test_micropython[$(notdir $(T))]"
+
+demo: $(call extra,demo) $(DEPS)
 	@mkdir -p out
 	$(PY) -m tools.sim scenarios/household.json --report out/demo-report.json --plot out/demo.png \
 		--screens out/screens --summary
 
 # The office (tools/office) on SQLite sells to the simulated meter over mosquitto.
-office-demo: venv $(DEPS)
+office-demo: $(call extra,tools) $(call extra,office) $(DEPS)
 	$(PY) -m tools.office.demo
 
 bench: venv $(DEPS)
@@ -56,17 +66,17 @@ bench: venv $(DEPS)
 # --geometry 8MB, --settings FILE --key FILE for a factory image), and that image booted
 # on the emulated board for 10 s (tools/sim/emu.py; state kept in out/emu).
 BUILD_ARGS ?=
-image: venv $(DEPS)
+image: $(call extra,tools) $(DEPS)
 	$(PY) -m tools.build $(BUILD_ARGS)
 
 emu: image
 	$(PY) -m tools.sim.emu build/vfs.bin --state out/emu --fresh --seconds 10 --load 2000
 
-lint: venv
+lint: $(call extra,lint)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
-format: venv
+format: $(call extra,lint)
 	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 clean:

@@ -1,10 +1,9 @@
 """pytest setup for the CPython side of the suite.
 
 - Import paths: the repo root and tests/ go first on sys.path, so tests import
-  `firmware.x`, `drivers.x`, `tools.sim.x` and `support` exactly as under MicroPython.
-  tests/fakes/ (stand-ins for MicroPython-only modules such as `machine`) is appended
-  last: on CPython it only supplies modules the host lacks and can never shadow the
-  standard library. Under MicroPython it comes first (see test_zz_micropython.py).
+  `firmware.x`, `drivers.x`, `tools.sim.x` and `support` exactly as under MicroPython
+  (test_zz_micropython.py). No test imports `machine`: the firmware reaches the
+  hardware through the board object tests build (tools/sim/board.py).
 - Hypothesis: profile "ci" is loaded unless HYPOTHESIS_PROFILE names another.
 - Summary: one `runtimes:` line saying how many tests ran under each interpreter.
 """
@@ -17,15 +16,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-FAKES = TESTS / "fakes"
 BRIDGE = "test_zz_micropython.py"
 
 for _p in (str(TESTS), str(ROOT)):
     if _p in sys.path:
         sys.path.remove(_p)
     sys.path.insert(0, _p)
-if str(FAKES) not in sys.path:
-    sys.path.append(str(FAKES))
 
 try:
     from hypothesis import HealthCheck, settings

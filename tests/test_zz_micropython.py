@@ -7,9 +7,8 @@ running
 
 (a module may ask for another heap with a line `# mpy-heapsize: 512wk`)
 
-from the repo root with MICROPYPATH=<root>/tests/fakes:<root>/tests:<root>:<root>/lib:.frozen
-(fakes first so they beat extensible built-ins like `machine`; `.frozen` keeps the
-interpreter's frozen asyncio etc. importable). The item fails on a non-zero exit and shows
+from the repo root with MICROPYPATH=<root>/tests:<root>:<root>/lib:.frozen (`.frozen` keeps
+the interpreter's frozen asyncio etc. importable). The item fails on a non-zero exit and shows
 the runner's output. Counts go to conftest's `runtimes:` summary line.
 """
 
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 HEAPSIZE = "256wk"  # `w`: 256 K words, i.e. 256 KB worth of objects on a 32-bit ESP32
 TIMEOUT_S = 300
-MICROPYPATH = ":".join([str(TESTS / "fakes"), str(TESTS), str(ROOT), str(ROOT / "lib"), ".frozen"])
+MICROPYPATH = ":".join([str(TESTS), str(ROOT), str(ROOT / "lib"), ".frozen"])
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$", re.M)
 
 PORTABLE = sorted(
