@@ -264,3 +264,20 @@ def test_runs_alone_from_the_command_line(broker):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+
+
+def test_a_stop_signal_at_once_after_start_up_still_exits_cleanly(broker):
+    # the signal lands as soon as the air port is announced, before the server has settled
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.sim.netserver", "--broker-port", str(broker.port),
+             "--app", APP],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        line = proc.stdout.readline()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)
+        assert line.startswith("netserver: air on 127.0.0.1:"), line
+        assert proc.returncode == 0, (sig, proc.returncode, err[-500:])
+        assert "Traceback" not in err

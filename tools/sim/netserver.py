@@ -43,10 +43,10 @@ import binascii
 import datetime
 import json
 import secrets
+import signal
 import socket
 import sys
 import threading
-import time
 import uuid
 
 import paho.mqtt.client as paho
@@ -420,12 +420,14 @@ def main(argv=None):
         port=args.port, region=args.region, downlink_dr=args.downlink_dr,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
+    # Ctrl-C or SIGTERM asks for a clean stop, at any point from here on: a handler that
+    # only sets an event, so no KeyboardInterrupt can land outside a try (exit 0 always)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     ns.start()
     print("netserver: air on %s:%d" % (ns.host, ns.port), flush=True)
-    try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
+    while not stop.wait(0.5):
         pass
     ns.stop()
 
