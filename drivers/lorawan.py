@@ -13,7 +13,7 @@ modem reboots, and telemetry:
     d = lora.take()                        # (port, payload, rssi, snr) or None
     lora.telemetry()                       # joined, dr, rssi, snr, uplinks, airtime_ms...
 
-What comes from the spec (../shared/specs/modems.md 3.1-3.4), and what is chosen here:
+What comes from the modems' manuals, cited in docs/lorawan.md "Sources"), and what is chosen here:
 
 - RUI3 (spec 3.1, facts): `AT+NWM=1`, `AT+NJM=1`, `AT+CLASS=C`, `AT+BAND=<n>` (4 EU868, 5
   US915, 6 AU915, 3 IN865, 8 AS923-1), `AT+MASK=`, `AT+DEVEUI=`, `AT+APPEUI=`, `AT+APPKEY=`,
