@@ -39,7 +39,7 @@ EUI = {CS_DR0: "70B3D57ED0000A01", CS_DR3: "70B3D57ED0000A02", TTS_US: "70B3D57E
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("bridge") / "ks.json"
-    core.keygen(str(path))
+    core.keygen(str(path), decimals=2)
     return path
 
 

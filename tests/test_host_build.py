@@ -173,6 +173,8 @@ def test_factory_files_are_in_the_image_not_in_the_software(tmp_path):
         "--no-fetch",
     )
     assert r.returncode == 0, r.stderr
+    for private in (out / "vfs.bin", out / "fs" / "meter.key"):  # both hold the meter's key
+        assert os.stat(private).st_mode & 0o777 == 0o600, private
     files = build.read_image((out / "vfs.bin").read_bytes())
     assert files["meter.key"] == (tmp_path / "meter.key").read_bytes()
     assert json.loads(files["settings.json"]) == {"meter_id": "4711"}

@@ -34,7 +34,7 @@ WATTS = 10000
 @pytest.fixture
 def keystore(tmp_path):
     path = str(tmp_path / "vend.key")
-    core.keygen(path)
+    core.keygen(path, decimals=2)
     return path, core.load_keystore(path)
 
 

@@ -106,7 +106,7 @@ def _mpremote(port, *args, timeout=30):
 @pytest.fixture
 def meter(tmp_path):
     ks = str(tmp_path / "vend.key")
-    core.keygen(ks)
+    core.keygen(ks, decimals=2)
     key = core.meter_key(core.load_keystore(ks), METER_ID, 0)
     d = tmp_path / "meter"
     d.mkdir()

@@ -84,7 +84,7 @@ class Acks:
 
 def test_vend_send_over_lorawan_to_the_firmware(broker, tmp_path):
     store = tmp_path / "ks.json"
-    core.keygen(str(store))
+    core.keygen(str(store), decimals=2)
     vk = core.load_keystore(str(store))
     cfg = bconfig.Config({
         "keystore": str(store), "client_id": "e2e-" + secrets.token_hex(3),

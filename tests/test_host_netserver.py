@@ -211,7 +211,7 @@ def test_downlinks_reach_the_device_lost_duplicated_and_oversize(broker, ns):
 
 def test_bridge_and_netserver_carry_a_top_up_and_its_ack(broker, ns, tmp_path):
     store = tmp_path / "ks.json"
-    core.keygen(str(store))
+    core.keygen(str(store), decimals=2)
     vk = core.load_keystore(str(store))
     cfg = bconfig.Config({
         "keystore": str(store), "client_id": "b-" + secrets.token_hex(3),

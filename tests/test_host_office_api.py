@@ -31,7 +31,7 @@ AUTH = {"Authorization": "Bearer " + API_KEY}
 @pytest.fixture
 def office(tmp_path):
     ks = str(tmp_path / "vend.key")
-    core.keygen(ks)
+    core.keygen(ks, decimals=2)
     url = "sqlite:///%s" % (tmp_path / "office.db")
     cfg = Config(
         db_url=url, keystore=ks, api_key=API_KEY, webhook_secrets={"paynow": SECRET},

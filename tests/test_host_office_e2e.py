@@ -133,7 +133,7 @@ class Office:
 @pytest.fixture
 def keystore(tmp_path):
     path = str(tmp_path / "vend.key")
-    core.keygen(path)
+    core.keygen(path, decimals=2)
     return path, core.load_keystore(path)
 
 

@@ -30,7 +30,7 @@ TABLES = [
 @pytest.fixture
 def keystore(tmp_path):
     path = str(tmp_path / "vend.key")
-    core.keygen(path)
+    core.keygen(path, decimals=2)
     return path
 
 
@@ -174,7 +174,7 @@ def test_a_key_store_swapped_by_mistake_mints_nothing(office, tmp_path):
     with store.session() as s:
         add_meter(s, keys, "12345678")
     other = str(tmp_path / "other.key")
-    core.keygen(other)
+    core.keygen(other, decimals=2)
     with pytest.raises(SaleError) as e:
         sell(store, Keys(other), cfg, "12345678", "1.00", "api", "x")
     assert e.value.status == 503 and "added under vending key" in e.value.message

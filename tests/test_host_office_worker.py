@@ -61,7 +61,7 @@ class StandIn:
 @pytest.fixture
 def office(tmp_path, broker):
     ks = str(tmp_path / "vend.key")
-    core.keygen(ks)
+    core.keygen(ks, decimals=2)
     url = "sqlite:///%s" % (tmp_path / "office.db")
     store = Store(url)
     store.migrate()
@@ -190,7 +190,7 @@ def test_forged_replayed_and_foreign_messages_are_dropped(office, broker, tmp_pa
 
 def _other_keystore(tmp_path):
     p = str(tmp_path / "other.key")
-    core.keygen(p)
+    core.keygen(p, decimals=2)
     return p
 
 

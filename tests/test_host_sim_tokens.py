@@ -34,7 +34,7 @@ def test_topups_are_vended_tokens_compact_or_envelope():
 
 def test_entered_tokens_replays_and_garbage_get_reject_codes(tmp_path):
     store = tmp_path / "vend.json"
-    core.keygen(str(store))
+    core.keygen(str(store), decimals=2)
     vk = core.load_keystore(str(store))
     key = core.meter_key(vk, 4711)
     good = core.compact_credit(key, 7, 300)
@@ -88,7 +88,7 @@ def test_a_bad_key_store_is_a_one_line_error(tmp_path):
 
 def test_tokens_typed_on_the_keypad_model_credit_and_show_on_the_screen(tmp_path):
     store = tmp_path / "vend.json"
-    core.keygen(str(store))
+    core.keygen(str(store), decimals=2)
     key = core.meter_key(core.load_keystore(str(store)), 4711)
     good = core.compact_credit(key, 9, 400)
     typo = good[:5] + str((int(good[5]) + 1) % 10) + good[6:]

@@ -27,7 +27,7 @@ def run(*args):
 
 def make_store(tmp_path):
     ks = tmp_path / "ks.json"
-    r = run("keygen", "--out", ks)
+    r = run("keygen", "--out", ks, "--decimals", "2")
     assert r.exit_code == 0, r.output
     return ks
 
@@ -56,7 +56,7 @@ def test_module_help_lists_the_commands():
 
 def test_keygen_mode_0600_never_prints_the_key_and_refuses_overwrite(tmp_path):
     ks = tmp_path / "ks.json"
-    r = run("keygen", "--out", ks)
+    r = run("keygen", "--out", ks, "--decimals", "2")
     assert r.exit_code == 0
     assert stat.S_IMODE(os.stat(ks).st_mode) == 0o600
     vk = core.load_keystore(str(ks))
@@ -64,10 +64,10 @@ def test_keygen_mode_0600_never_prints_the_key_and_refuses_overwrite(tmp_path):
     assert vk.hex() not in r.output
     doc = json.loads(ks.read_text())
     assert doc["format"] == core.KEYSTORE_FORMAT
-    r = run("keygen", "--out", ks)
+    r = run("keygen", "--out", ks, "--decimals", "2")
     assert r.exit_code != 0 and "exists" in r.output
     assert core.load_keystore(str(ks)) == vk
-    assert run("keygen", "--out", ks, "--force", "--bytes", "16").exit_code == 0
+    assert run("keygen", "--out", ks, "--decimals", "2", "--force", "--bytes", "16").exit_code == 0
     assert len(core.load_keystore(str(ks))) == 16
     assert stat.S_IMODE(os.stat(ks).st_mode) == 0o600
 
@@ -110,8 +110,8 @@ def test_token_compact_and_envelope_accepted_by_the_firmware(tmp_path):
     assert (res.code, res.amount, res.expiry) == (rc.ACCEPT, 25005, NOW + 595)
     assert t.check(hx, NOW + 600).code == rc.OLD
     r = run(
-        "token", "--key", ks, "--meter-id", METER, "--amount", "7", "--token-id", 3,
-        "--decimals", "0", "--format", "envelope",
+        "token", "--key", ks, "--meter-id", METER, "--amount", "0.07", "--token-id", 3,
+        "--decimals", "2", "--format", "envelope",
     )  # fmt: skip
     assert t.check(r.output.strip(), None).amount == 7
 
@@ -229,3 +229,43 @@ def test_decode_explains_and_exits_1_when_invalid(tmp_path):
     halves = run("manage", "key-change", "--key", ks, "--meter-id", METER).output.split()
     r = run("decode", "--key", ks, "--meter-id", METER, halves[1])
     assert r.exit_code == 0 and "key_change_2" in r.output and "ken: 255" in r.output
+
+
+def test_amounts_are_read_at_the_meters_recorded_scale_never_a_guessed_one(tmp_path):
+    ks = make_store(tmp_path)  # the store's meters bill with 2 decimals
+    other = "2001"  # a meter of a currency without minor units
+    r = run("meter-key", "--key", ks, "--meter-id", other, "--out", tmp_path / "o.key",
+            "--decimals", 0)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert stat.S_IMODE(os.stat(ks).st_mode) == 0o600  # rewritten, still private
+    base = ["token", "--key", ks, "--format", "envelope", "--issued", NOW, "--token-id", 1]
+    env = run(*base, "--meter-id", other, "--amount", "10")
+    assert env.exit_code == 0, env.output
+    r = run("decode", "--key", ks, "--meter-id", other, env.output.strip())
+    assert "amount: 10 (10 minor units)" in r.output, r.output
+    r = run(*base, "--meter-id", other, "--amount", "10.00")  # 10, not 1,000 under a guess of 2
+    r = run("decode", "--key", ks, "--meter-id", other, r.output.strip())
+    assert "amount: 10 (10 minor units)" in r.output, r.output
+    r = run(*base, "--meter-id", other, "--amount", "10.5")
+    assert r.exit_code != 0 and "more than 0 decimals" in r.output
+    r = run(*base, "--meter-id", other, "--amount", "10", "--decimals", 2)
+    assert r.exit_code != 0 and "bills with 0 currency decimals" in r.output
+    assert run(*base, "--meter-id", METER, "--amount", "10.00").exit_code == 0
+    for amount in ("\u0665", "1\u00b2", "\uff11"):  # Arabic-Indic five, superscript, fullwidth
+        r = run(*base, "--meter-id", METER, "--amount", amount)
+        assert r.exit_code != 0 and "ASCII digits" in r.output, amount
+
+
+def test_a_store_without_recorded_decimals_refuses_until_they_are_given(tmp_path):
+    ks = tmp_path / "bare.json"
+    core.keygen(str(ks))  # no scale recorded
+    base = ["token", "--key", ks, "--meter-id", METER, "--token-id", 1, "--amount", "1"]
+    r = run(*base)
+    assert r.exit_code != 0 and "currency decimals of meter %s unknown" % METER in r.output
+    assert run(*base, "--decimals", 2).exit_code == 0
+    assert run("keygen", "--out", tmp_path / "x.json").exit_code != 0  # --decimals required
+    bad = json.loads(ks.read_text())
+    bad["currency_decimals"] = 9
+    ks.write_text(json.dumps(bad))
+    r = run(*base, "--decimals", 2)
+    assert r.exit_code != 0 and "currency decimals 0..4" in r.output

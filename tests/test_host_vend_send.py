@@ -26,7 +26,7 @@ OTHER_KEY = bytes(range(32))
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("vend") / "ks.json"
-    core.keygen(str(path))
+    core.keygen(str(path), decimals=2)
     return path
 
 

@@ -116,7 +116,7 @@ def lora_figures():
     figures = _uplink_figures()
     with Broker() as b, tempfile.TemporaryDirectory() as d:
         store = os.path.join(d, "ks.json")
-        core.keygen(store)
+        core.keygen(store, decimals=2)
         vk = core.load_keystore(store)
         key = core.meter_key(vk, METER_ID)
         cfg = bconfig.Config({

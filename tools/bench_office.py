@@ -136,7 +136,7 @@ def office_figures():
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         ks = os.path.join(tmp, "vend.key")
-        core.keygen(ks)
+        core.keygen(ks, decimals=2)
         out["office_sales_per_s_sqlite"] = sales_per_s("sqlite:///%s/sales.db" % tmp, ks)
         with Cluster(durable=True) as pg:
             out["office_sales_per_s_postgres"] = sales_per_s(pg.url("bench"), ks)

@@ -68,7 +68,7 @@ from pathlib import Path
 
 import click
 
-from tools import parttable
+from tools import parttable, private
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK_SIZE = 4096
@@ -82,6 +82,8 @@ DEPS = (MQTT_CLIENT,)
 # image's code (tests/test_host_image_contents.py holds the image to exactly that).
 LAZY = ()
 FACTORY_FILES = ("settings.json", "meter.key")
+# files holding keys: written 0600 on the host, like vfs.bin, which carries them
+KEY_FILES = ("meter.key", "lora.key", "opaygo.key")
 VERSION_FILE = "version.json"
 MARCHES = ("xtensawin", "rv32imc")  # ESP32/S2/S3, C3/C6
 
@@ -469,8 +471,11 @@ def build(
     for p, data in files.items():
         dest = stage / p
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
-    (out / "vfs.bin").write_bytes(image)
+        if p.rpartition("/")[2] in KEY_FILES:
+            private.write_private(dest, data, force=True)
+        else:
+            dest.write_bytes(data)
+    private.write_private(out / "vfs.bin", image, force=True)  # it holds meter.key
     info = dict(geo, march=march, frozen=frozen, version=manifest["version"])
     info["offset_hex"] = "0x%x" % geo["offset"]
     (out / "vfs.json").write_text(json.dumps(info, indent=1) + "\n")

@@ -50,7 +50,7 @@ def main(argv=None):
     shutil.rmtree(args.dir, ignore_errors=True)
     os.makedirs(args.dir)
     ks = os.path.join(args.dir, "vend.key")
-    core.keygen(ks)
+    core.keygen(ks, decimals=2)
     with Broker() as broker:
         _step("mosquitto on 127.0.0.1:%d" % broker.port)
         url = "sqlite:///%s" % os.path.join(args.dir, "office.db")

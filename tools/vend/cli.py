@@ -62,6 +62,22 @@ def _key_option(f):
     )(f)
 
 
+def _decimals_option(f):
+    return click.option(
+        "--decimals",
+        type=click.IntRange(0, core.DECIMALS_MAX),
+        default=None,
+        help="The meter's currency decimals; by default the key store's record of them.",
+    )(f)
+
+
+def _decimals(key_path, meter_id, given):
+    try:
+        return core.meter_decimals(key_path, meter_id, given)
+    except core.VendError as e:
+        _fail(e)
+
+
 def _envelope_options(f):
     f = click.option(
         "--valid-for", type=int, default=0, help="Envelope: expire this many seconds after issue."
@@ -86,11 +102,18 @@ def main():
 @main.command()
 @click.option("--out", "path", required=True, help="Key store file to create (mode 0600).")
 @click.option("--bytes", "nbytes", type=click.Choice(["16", "32"]), default="32")
+@click.option(
+    "--decimals",
+    type=click.IntRange(0, core.DECIMALS_MAX),
+    required=True,
+    help="Currency decimals of the meters this store serves (a meter of another currency "
+    "gets its own with meter-key --decimals).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing key store.")
-def keygen(path, nbytes, force):
+def keygen(path, nbytes, decimals, force):
     """Create a key store holding a fresh random vending key."""
     try:
-        fp = core.keygen(path, int(nbytes), force)
+        fp = core.keygen(path, int(nbytes), force, decimals)
     except core.VendError as e:
         _fail(e)
     click.echo("wrote key store %s (vending key fingerprint %s)" % (path, fp))
@@ -108,12 +131,21 @@ def keygen(path, nbytes, force):
     help="Key expiry number: valid while (stamp >> 24) <= KEN; 255 never expires.",
 )
 @click.option("--out", "out", required=True, help="Meter key file to write (mode 0600).")
+@click.option(
+    "--decimals",
+    type=click.IntRange(0, core.DECIMALS_MAX),
+    default=None,
+    help="Record this meter's currency decimals in the key store (when they differ from "
+    "the store's).",
+)
 @click.option("--force", is_flag=True)
-def meter_key(key_path, meter_id, revision, ken, out, force):
+def meter_key(key_path, meter_id, revision, ken, out, decimals, force):
     """Write the key file a meter is commissioned with (44 bytes, never printed)."""
     key, _ = _meter_key(key_path, meter_id, revision)
     try:
         core.write_meter_key(out, key, revision, ken, force)
+        if decimals is not None:
+            core.record_meter_decimals(key_path, meter_id, decimals)
     except core.VendError as e:
         _fail(e)
     click.echo(
@@ -128,7 +160,7 @@ def meter_key(key_path, meter_id, revision, ken, out, force):
 @click.option("--amount", required=True, help='Credit as a decimal, e.g. "10.00".')
 @click.option("--token-id", type=int, required=True, help="Unique per meter, from 1, in order.")
 @click.option("--format", "fmt", type=FORMATS, default="compact", show_default=True)
-@click.option("--decimals", type=click.IntRange(0, 6), default=2, show_default=True)
+@_decimals_option
 @click.option("--revision", type=click.IntRange(0, 255), default=0, show_default=True)
 @_envelope_options
 def token(
@@ -136,6 +168,7 @@ def token(
 ):
     """Print one credit token: 20 digits, or the envelope in hex."""
     key, _ = _meter_key(key_path, meter_id, revision)
+    decimals = _decimals(key_path, meter_id, decimals)
     try:
         units = core.parse_money(amount, decimals)
         if units < 1:
@@ -174,7 +207,7 @@ ACTIONS = ["max-power", "low-credit", "clear-tamper", "payment-mode", "key-chang
     "--token-id", type=int, default=None, help="Required except for a compact key change."
 )
 @click.option("--format", "fmt", type=FORMATS, default="compact", show_default=True)
-@click.option("--decimals", type=click.IntRange(0, 6), default=2, show_default=True)
+@_decimals_option
 @click.option("--revision", type=click.IntRange(0, 255), default=0, show_default=True)
 @click.option("--ken", type=click.IntRange(0, 255), default=255, help="key-change: new KEN.")
 @_envelope_options
@@ -203,6 +236,8 @@ def manage(
     """
     key, vk = _meter_key(key_path, meter_id, revision)
     kind = action.replace("-", "_")
+    if kind == "low_credit":
+        decimals = _decimals(key_path, meter_id, decimals)
     try:
         if kind == "key_change":
             if revision >= 255:
@@ -250,10 +285,11 @@ def manage(
 @_meter_id_option
 @click.argument("token_text", metavar="TOKEN")
 @click.option("--revision", type=click.IntRange(0, 255), default=0, show_default=True)
-@click.option("--decimals", type=click.IntRange(0, 6), default=2, show_default=True)
+@_decimals_option
 def decode(key_path, meter_id, token_text, revision, decimals):
     """Explain a token (20 digits or envelope hex) under a meter's key; exit 1 if invalid."""
     key, _ = _meter_key(key_path, meter_id, revision)
+    decimals = _decimals(key_path, meter_id, decimals)
     try:
         data = core.parse_envelope_text(token_text)
         if data is not None:
@@ -419,7 +455,7 @@ def _report(ack, line, ok, as_json):
     help="envelope (70 bytes), or compact: the 20 digits, for a LoRaWAN meter whose "
     "downlinks cannot carry an envelope (the bridge sends them as 9 bytes).",
 )
-@click.option("--decimals", type=click.IntRange(0, 6), default=2, show_default=True)
+@_decimals_option
 @click.option("--revision", type=click.IntRange(0, 255), default=0, show_default=True)
 @_envelope_options
 @_mqtt_options
@@ -452,6 +488,7 @@ def send(
     as for every command.
     """
     key, _ = _meter_key(key_path, meter_id, revision)
+    decimals = _decimals(key_path, meter_id, decimals)
     try:
         meter = core.parse_meter_id(meter_id)
         units = core.parse_money(amount, decimals)

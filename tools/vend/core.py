@@ -17,6 +17,8 @@ import zlib
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from tools import private
+
 KEYSTORE_FORMAT = "prepaid-meter vending key store"
 EPOCH = datetime.datetime(2000, 1, 1)
 TOKEN_ID_MAX_COMPACT = (1 << 24) - 1
@@ -62,32 +64,40 @@ def date_of(stamp):
 
 
 def _write_private(path, data, force=False):
-    """Write bytes to a new file created with mode 0600 (replace it only with force)."""
-    if os.path.exists(path) and not force:
-        raise VendError("%s exists (use --force to replace it)" % path)
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        private.write_private(path, data, force)
+    except private.PrivateFileExists as e:
+        raise VendError(str(e)) from e
 
 
-def keygen(path, nbytes=32, force=False):
-    """Create a key store with a fresh random vending key; return its fingerprint."""
+DECIMALS_MAX = 4  # the meter's currency_decimals: 0..4
+
+
+def _check_decimals(decimals, what):
+    if isinstance(decimals, bool) or not isinstance(decimals, int):
+        raise VendError("%s: currency decimals must be an integer" % what)
+    if not 0 <= decimals <= DECIMALS_MAX:
+        raise VendError("%s: currency decimals 0..%d, not %d" % (what, DECIMALS_MAX, decimals))
+    return decimals
+
+
+def keygen(path, nbytes=32, force=False, decimals=None):
+    """Create a key store with a fresh random vending key; return its fingerprint.
+
+    decimals: the currency's decimals for the meters the store serves (recorded, so that
+    an amount is never read with a guessed scale); None records none."""
     if nbytes not in (16, 32):
         raise VendError("vending key: 16 or 32 bytes")
     vk = secrets.token_bytes(nbytes)
     doc = {"format": KEYSTORE_FORMAT, "version": 1, "vending_key": vk.hex()}
+    if decimals is not None:
+        doc["currency_decimals"] = _check_decimals(decimals, "keygen")
     _write_private(path, (json.dumps(doc, indent=1) + "\n").encode(), force)
     return fingerprint(vk)
 
 
-def load_keystore(path):
-    """The vending key of a key store file; VendError naming what is wrong."""
+def load_keystore_doc(path):
+    """The key store's whole document, checked; VendError naming what is wrong."""
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read().decode())
@@ -103,7 +113,55 @@ def load_keystore(path):
         raise VendError("%s: vending_key missing or not hex" % path) from e
     if len(vk) not in (16, 32):
         raise VendError("%s: vending key of %d bytes" % (path, len(vk)))
-    return vk
+    if "currency_decimals" in doc:
+        _check_decimals(doc["currency_decimals"], path)
+    meters = doc.get("meters", {})
+    if not isinstance(meters, dict):
+        raise VendError("%s: meters must be an object" % path)
+    for mid, entry in meters.items():
+        if not isinstance(entry, dict) or "currency_decimals" not in entry:
+            raise VendError("%s: meters.%s: currency_decimals missing" % (path, mid))
+        _check_decimals(entry["currency_decimals"], "%s: meters.%s" % (path, mid))
+    return doc
+
+
+def load_keystore(path):
+    """The vending key of a key store file; VendError naming what is wrong."""
+    return bytes.fromhex(load_keystore_doc(path)["vending_key"])
+
+
+def meter_decimals(path, meter_id, given=None):
+    """The currency decimals to read and print a meter's amounts with.
+
+    The meter's own entry in the key store, else the store's, else `given`; refused when
+    none is known (an amount read at the wrong scale credits 10^n times too much or too
+    little) or when `given` disagrees with what the store records."""
+    doc = load_keystore_doc(path)
+    meter = str(parse_meter_id(meter_id))
+    entry = doc.get("meters", {}).get(meter)
+    known = entry["currency_decimals"] if entry else doc.get("currency_decimals")
+    if given is not None:
+        _check_decimals(given, "--decimals")
+        if known is not None and given != known:
+            raise VendError(
+                "meter %s bills with %d currency decimals (key store %s), not %d"
+                % (meter, known, path, given)
+            )
+        return given
+    if known is None:
+        raise VendError(
+            "currency decimals of meter %s unknown: give --decimals, or record them in the "
+            "key store (keygen --decimals, meter-key --decimals)" % meter
+        )
+    return known
+
+
+def record_meter_decimals(path, meter_id, decimals):
+    """Record a meter's currency decimals in the key store (replaced atomically, 0600)."""
+    doc = load_keystore_doc(path)
+    meter = str(parse_meter_id(meter_id))
+    doc.setdefault("meters", {})[meter] = {"currency_decimals": _check_decimals(decimals, meter)}
+    _write_private(path, (json.dumps(doc, indent=1) + "\n").encode(), force=True)
 
 
 def keystore_mode_warning(path):
