@@ -1,5 +1,5 @@
-# Developer and CI entry points: venv, test, test-mpy, demo, office-demo, bench, image, emu,
-# lint, clean.
+# Developer and CI entry points: venv, mpy32, test, test-mpy, demo, office-demo, bench, image,
+# emu, lint, clean.
 #
 # Needs only python3 (>= 3.11, for tomllib) and make. The tools come from pyproject.toml's
 # [project.optional-dependencies], by use: each target installs the extra it needs into
@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard firmware drivers tools tests boot.py main.py)
 extra = $(VENV)/.extra-$(1).stamp
 
-.PHONY: venv deps test test-mpy demo office-demo bench image emu lint format clean distclean
+.PHONY: venv mpy32 deps test test-mpy demo office-demo bench image emu lint format clean distclean
 
 venv: $(call extra,dev)
 
@@ -41,14 +41,26 @@ $(DEPS): tools/fetch_deps.py | $(PY)
 
 deps: $(DEPS)
 
-test: $(call extra,tests) $(DEPS)
+# The 32-bit MicroPython (the ESP32's object and small-int sizes) from the pinned source
+# tarball, built offline once into build/mpy32 (needs gcc-multilib; tools/mpy32.py).
+MPY_TARBALL ?= ../shared/vendor/micropython-1.28.0-src.tar.gz
+MPY32 := build/mpy32/micropython
+
+$(MPY32): $(wildcard $(MPY_TARBALL)) tools/mpy32.py | $(PY)
+	$(PY) -m tools.mpy32 --tarball $(MPY_TARBALL) --out $(dir $@)
+	@touch $@
+
+mpy32: $(MPY32)
+
+test: $(call extra,tests) $(DEPS) $(MPY32)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# One portable test module under MicroPython, as the suite runs it (its heap included):
-# make test-mpy T=tests/test_ledger.py
-test-mpy: $(call extra,tests) $(DEPS)
+# One portable test module under both MicroPython builds, as the suite runs it (its heap
+# included): make test-mpy T=tests/test_ledger.py
+test-mpy: $(call extra,tests) $(DEPS) $(MPY32)
 	@test -n "$(T)" || { echo "usage: make test-mpy T=tests/test_x.py" >&2; exit 2; }
-	$(PY) -m pytest -q -rA "tests/test_zz_micropython.py::test_micropython[$(notdir $(T))]"
+	$(PY) -m pytest -q -rA "tests/test_zz_micropython.py::test_micropython[$(notdir $(T))@64]" \
+		"tests/test_zz_micropython.py::test_micropython[$(notdir $(T))@32]"
 
 demo: $(call extra,demo) $(DEPS)
 	@mkdir -p out

@@ -39,14 +39,14 @@ else:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-# Per-session tallies: CPython test calls, and (module, passed, failed) per bridge run.
+# Per-session tallies: CPython test calls, and (module, passed, failed, build) per bridge run.
 _cpython_ran = 0
 _mpy_runs = []
 
 
 @pytest.fixture
 def mpy_results():
-    """List the MicroPython bridge appends (module, passed, failed) tuples to."""
+    """List the MicroPython bridge appends (module, passed, failed, build) tuples to."""
     return _mpy_runs
 
 
@@ -59,8 +59,11 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter):
     if not (_cpython_ran or _mpy_runs):
         return  # e.g. --collect-only
-    mpy_tests = sum(passed + failed for _, passed, failed in _mpy_runs)
-    terminalreporter.write_line(
-        "runtimes: CPython %d tests, MicroPython %d tests in %d modules"
-        % (_cpython_ran, mpy_tests, len(_mpy_runs))
-    )
+    parts = ["CPython %d tests" % _cpython_ran]
+    for build in ("64", "32"):
+        runs = [r for r in _mpy_runs if r[3] == build]
+        parts.append(
+            "MicroPython %s-bit %d tests in %d modules"
+            % (build, sum(r[1] + r[2] for r in runs), len(runs))
+        )
+    terminalreporter.write_line("runtimes: " + ", ".join(parts))

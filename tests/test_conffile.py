@@ -8,7 +8,7 @@ test_lfs_cuts.py; vfs exists only under MicroPython, so they skip under CPython.
 
 # The cut sweeps keep whole-flash copies (32 KB each) of every state they cut into, nested
 # two deep in the repair test: more contiguous heap than the shared 256 K words leave.
-# mpy-heapsize: 512wk
+# mpy-heapsize: 4096k
 
 import json
 import os

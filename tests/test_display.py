@@ -12,7 +12,7 @@ Portable; the pixel tests need MicroPython's framebuf (the 8x8 font) and skip on
 # Each snapshot takes the panel model's 8 KB picture of the glass (tools/sim/ssd1306.py
 # view()): after the token checks' short-lived allocations the shared 256 K words may hold
 # no 8 KB in one piece. The firmware allocates nothing that size.
-# mpy-heapsize: 512wk
+# mpy-heapsize: 4096k
 
 import asyncio
 

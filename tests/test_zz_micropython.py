@@ -1,11 +1,14 @@
-"""Bridge: runs every portable test module under the MicroPython unix port.
+"""Bridge: runs every portable test module under the MicroPython unix port, twice: on the
+64-bit interpreter from PyPI (the venv's `micropython`) and on the 32-bit one built from the
+pinned source (tools/mpy32.py, `make mpy32`), whose 4-byte objects and 31-bit small ints are
+the ESP32's. One pytest item per `tests/test_*.py` (except `test_host_*.py` and this file)
+and interpreter, `test_x.py@64` and `test_x.py@32`, each running
 
-One pytest item per `tests/test_*.py` (except `test_host_*.py` and this file), each
-running
+    micropython -X heapsize=2048k tests/mpy_runner.py tests/test_x.py
 
-    micropython -X heapsize=256wk tests/mpy_runner.py tests/test_x.py
-
-(a module may ask for another heap with a line `# mpy-heapsize: 512wk`)
+The heap is stated in bytes, the same on both (a module may ask for another with a line
+`# mpy-heapsize: 4096k`): the portable tests check behaviour, and their simulator fixtures
+(whole-flash copies, panel pictures) are sized in bytes; heap figures are the bench's.
 
 from the repo root with MICROPYPATH=<root>/tests:<root>:<root>/lib:.frozen (`.frozen` keeps
 the interpreter's frozen asyncio etc. importable). The item fails on a non-zero exit and shows
@@ -21,9 +24,13 @@ from pathlib import Path
 
 import pytest
 
+from tools import mpy32
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-HEAPSIZE = "256wk"  # `w`: 256 K words, i.e. 256 KB worth of objects on a 32-bit ESP32
+HEAPSIZE = "2048k"
+BUILDS = ("64", "32")
+MPY32 = mpy32.INTERPRETER
 TIMEOUT_S = 300
 MICROPYPATH = ":".join([str(TESTS), str(ROOT), str(ROOT / "lib"), ".frozen"])
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$", re.M)
@@ -35,28 +42,38 @@ PORTABLE = sorted(
 )
 
 
-HEAP_MARK = re.compile(r"^# mpy-heapsize: (\d+wk)$", re.M)
+HEAP_MARK = re.compile(r"^# mpy-heapsize: (\d+[km])$", re.M)
 
 
 def heapsize(module):
-    """HEAPSIZE, or a module's own `# mpy-heapsize: NNNwk` line (tests whose fixtures, not
+    """HEAPSIZE, or a module's own `# mpy-heapsize: NNNNk` line (tests whose fixtures, not
     the firmware, need more contiguous heap: whole-flash copies in cut sweeps)."""
     m = HEAP_MARK.search((TESTS / module).read_text())
     return m.group(1) if m else HEAPSIZE
 
 
-def find_micropython():
+def find_micropython(build="64"):
+    """The interpreter of one build: "64" (PyPI's, beside the venv's python) or "32"."""
+    if build == "32":
+        return str(MPY32) if MPY32.exists() else None
     local = Path(sys.executable).with_name("micropython")
     if local.exists():
         return str(local)
     return shutil.which("micropython")
 
 
-@pytest.mark.parametrize("module", PORTABLE)
-def test_micropython(module, mpy_results):
-    exe = find_micropython()
+HOW = {"64": "run `make venv`", "32": "run `make mpy32` (needs gcc-multilib)"}
+
+
+@pytest.mark.parametrize(
+    "module,build",
+    [(m, b) for m in PORTABLE for b in BUILDS],
+    ids=["%s@%s" % (m, b) for m in PORTABLE for b in BUILDS],
+)
+def test_micropython(module, build, mpy_results):
+    exe = find_micropython(build)
     if exe is None:
-        pytest.fail("no `micropython` next to %s or on PATH: run `make venv`" % sys.executable)
+        pytest.fail("no %s-bit `micropython`: %s" % (build, HOW[build]))
     cmd = [exe, "-X", "heapsize=" + heapsize(module), "tests/mpy_runner.py", "tests/" + module]
     env = dict(os.environ, MICROPYPATH=MICROPYPATH)
     try:
@@ -75,17 +92,19 @@ def test_micropython(module, mpy_results):
         out = e.output or ""
         if isinstance(out, bytes):
             out = out.decode(errors="replace")
-        mpy_results.append((module, 0, 0))
+        mpy_results.append((module, 0, 0, build))
         pytest.fail(
             "timed out after %d s: %s\n%s" % (TIMEOUT_S, " ".join(cmd), out), pytrace=False
         )
 
     counts = SUMMARY.findall(proc.stdout)
     passed, failed = (int(counts[-1][0]), int(counts[-1][1])) if counts else (0, 0)
-    mpy_results.append((module, passed, failed))
+    mpy_results.append((module, passed, failed, build))
     if proc.returncode != 0:
         failures = re.findall(r"^FAIL (.+?): ", proc.stdout, re.M)
-        headline = "under MicroPython: " + (", ".join(failures) or "crashed or ran no test")
+        headline = "under %s-bit MicroPython: " % build + (
+            ", ".join(failures) or "crashed or ran no test"
+        )
         pytest.fail(
             "%s\nexit status %d, MICROPYPATH=%s\n$ %s\n%s"
             % (headline, proc.returncode, MICROPYPATH, " ".join(cmd), proc.stdout),
