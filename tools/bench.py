@@ -240,6 +240,10 @@ def section_figures(section):
         from tools.bench_image import image_figures
 
         figures.update(image_figures())
+    elif section == "board":
+        from tools.bench_board import board_figures
+
+        figures.update(board_figures())
     return figures
 
 
@@ -258,7 +262,9 @@ def main(sections, markdown=None):
         bench_report.write(markdown, by_section, SECTIONS)
 
 
-SECTIONS = ("tick", "sim", "heap", "journal", "tokens", "comms", "lora", "office", "image")
+SECTIONS = (
+    "tick", "sim", "heap", "journal", "tokens", "comms", "lora", "office", "image", "board"
+)  # fmt: skip
 
 USAGE = "usage: python tools/bench.py [--markdown PATH] [section ...]"
 

@@ -374,9 +374,14 @@ def edit_image(data, add=None, remove=(), block_size=BLOCK_SIZE):
 
 
 # -- manifests for other ways of installing ----------------------------------------------
-def manifest_py(version, out_dir):
+PORT_MANIFEST = "$(PORT_DIR)/boards/manifest.py"  # the ESP32 port's frozen modules
+UNIX_MANIFEST = "$(PORT_DIR)/variants/standard/manifest.py"  # the unix port's (tools/mpy32)
+
+
+def manifest_py(version, out_dir, port_manifest=PORT_MANIFEST):
     """manifest.py text: freeze firmware/ and drivers/ from the tree (paths relative to
-    the manifest's own directory, as MicroPython's manifestfile resolves them)."""
+    the manifest's own directory, as MicroPython's manifestfile resolves them), beside
+    what the port freezes by default (`port_manifest`)."""
     base = os.path.relpath(ROOT, out_dir).replace(os.sep, "/")
     lines = [
         "# Freeze the prepaid meter's code into a custom MicroPython build (made by",
@@ -391,7 +396,7 @@ def manifest_py(version, out_dir):
         '    license="proprietary",',
         ")",
         "# Everything the port freezes by default (asyncio, its own umqtt.simple, ...).",
-        'include("$(PORT_DIR)/boards/manifest.py")',
+        'include("%s")' % port_manifest,
         "# The pinned umqtt.simple (tools/fetch_deps.py), under the project's own name.",
     ]
     lib = os.path.relpath(ROOT / LIB, out_dir).replace(os.sep, "/")

