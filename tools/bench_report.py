@@ -270,6 +270,31 @@ def _designs(d):
     return out
 
 
+SPARE = 40960  # the heap a module must keep free after a week to be called a fit
+
+
+def _fits(figures, suffix):
+    starts = figures.get("boot_wroom_starts_32" + suffix, "0/1")
+    left = figures.get("week_heap_left_wroom_32" + suffix)
+    if starts.startswith("0/") or left is None:
+        return "does not start"
+    verdict = "fits" if left >= SPARE else "starts, under 40 KB left"
+    return "%s (%s boots; %s B left after a week)" % (verdict, starts, value(left))
+
+
+def _budget(figures):
+    """The heap budget per module from the board section's figures (docs/board.md)."""
+    heap = value(figures["wroom_heap_bytes"])
+    return [
+        "| module | GC heap | `.mpy` image | frozen build |",
+        "|---|---|---|---|",
+        "| ESP32 WROOM (no PSRAM) | %s B once grown | %s | %s |"
+        % (heap, _fits(figures, ""), _fits(figures, "_frozen")),
+        "| ESP32 WROVER, ESP32-S3 with PSRAM | grows into the PSRAM (megabytes) | fits | fits |",
+        "| ESP32-S3 without PSRAM | grows into ESP-IDF's free RAM | not measured | not measured |",
+    ]
+
+
 def render(by_section, dates, sections):
     """The page: a table per section in `sections`, from `by_section` {section: figures}."""
     lines = [TITLE, "", INTRO, "", BEFORE, ""]
@@ -292,6 +317,14 @@ def render(by_section, dates, sections):
         for key in sorted(k for k in figures if k not in named):
             lines.append("| `%s` | %s | |" % (key, value(figures[key])))
         lines.append("")
+        if "wroom_heap_bytes" in figures:
+            lines.append(
+                "The heap budget per module (a fit keeps 40 KB free after the week; "
+                "[board.md](board.md#heap-what-fits-which-module)):"
+            )
+            lines.append("")
+            lines.extend(_budget(figures))
+            lines.append("")
         if "journal_designs" in figures:
             lines.append("One state record kept three ways (the ring programs exactly its bytes):")
             lines.append("")
