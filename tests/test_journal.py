@@ -105,7 +105,7 @@ def test_garbage_partition_is_blank_and_usable():
 
 def test_too_many_fields_or_too_small_a_partition_refused():
     wide = record.Layout(3, ("test " + " ".join("f%d:q" % k for k in range(31)),))
-    support.raises(ValueError, Journal, NorFlash(2), record.Codec((wide,)))
+    support.raises(ValueError, record.Codec, (wide,))  # over 255 bytes: no size byte holds it
     support.raises(ValueError, Journal, NorFlash(1), CODEC)
 
 

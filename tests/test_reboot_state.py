@@ -30,7 +30,7 @@ def _boot(board, settings, seen):
 
 def _start(start, raw, balance, watts, seen):
     s = Settings(raw)
-    board = SimBoard(start, None, s, meter="ideal", store="journal")
+    board = SimBoard(start, None, s, meter="ideal", store="journal", flash_sectors=4)
     app = _boot(board, s, seen)
     commission.open_account(app.meter, balance)
     app.save()

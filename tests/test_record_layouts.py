@@ -151,7 +151,7 @@ def test_every_field_of_the_newest_layout_has_its_owner():
 
 
 def test_the_record_stays_within_its_slot():
-    assert record.STATE.size == 8 + sum(_SIZES[f[2]] for f in _fields(NEWEST[1])) + 4
+    assert record.STATE.size == 9 + sum(_SIZES[f[2]] for f in _fields(NEWEST[1])) + 4
     assert record.STATE.size <= 256  # the journal's slot (firmware/storage/journal.py)
 
 
@@ -205,11 +205,16 @@ VALUES = {
 }
 
 
-def _record_bytes(version, groups, seq):
-    """A record as a meter of that release wrote it, from the copied layout."""
+def _record_bytes(version, groups, seq, values=None):
+    """A record as a meter of that release wrote it, from the copied layout: magic,
+    version, count, sequence, from version 2 on the size, the fields, the CRC-32."""
+    values = values or VALUES
     fields = _fields(groups)
-    body = b"".join(struct.pack("<" + f[2], VALUES[f[1]]) for f in fields)
-    head = struct.pack("<2sBBI", b"PM", version, len(fields), seq) + body
+    body = b"".join(struct.pack("<" + f[2], values[f[1]]) for f in fields)
+    head = struct.pack("<2sBBI", b"PM", version, len(fields), seq)
+    if version > 1:
+        head += bytes([len(head) + 1 + len(body) + 4])
+    head += body
     return head + struct.pack("<I", binascii.crc32(head))
 
 
@@ -287,11 +292,29 @@ def test_an_unknown_layout_or_a_bad_crc_is_no_state():
     good = _record_bytes(NEWEST[0], NEWEST[1], 3)
     assert record.STATE.unpack(good)[1] == tuple(VALUES[n] for n in STATE_FIELDS)
     for bad in (
-        good[:2] + bytes([9]) + good[3:],  # a version this firmware does not know
+        good[:2] + bytes([1]) + good[3:],  # version 1 has no such count
+        good[:2] + bytes([0]) + good[3:],
         good[:3] + bytes([good[3] - 1]) + good[4:],  # its version with another count
+        good[:8] + bytes([good[8] - 1]) + good[9:],  # another size
         good[:-1] + bytes([good[-1] ^ 1]),
     ):
         assert record.STATE.unpack(bad) is None
+
+
+def test_a_record_of_a_later_version_reads_the_fields_this_firmware_knows():
+    # after a downgrade the journal holds records of a layout that appended fields: the
+    # newest of them is the state (never an older record of a layout known here)
+    later = NEWEST[1] + ("app later_a:I later_b:q",)
+    values = dict(VALUES)
+    values.update({"later_a": 7, "later_b": -8})
+    buf = _record_bytes(NEWEST[0] + 1, later, 9, values)
+    assert record.STATE.unpack(buf) == (9, tuple(VALUES[n] for n in STATE_FIELDS))
+    assert record.STATE.unpack(buf[:-1]) is None  # torn
+    bad = bytearray(buf)
+    bad[20] ^= 1
+    assert record.STATE.unpack(bad) is None
+    fewer = _record_bytes(NEWEST[0] + 1, NEWEST[1][:-1], 9, values)  # not an append
+    assert record.STATE.unpack(fewer) is None
 
 
 # -- values that do not fit ----------------------------------------------------------

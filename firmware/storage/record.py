@@ -1,13 +1,16 @@
 """The meter-state record, read and written by field name: header, fields, CRC-32.
 
 Bytes (little-endian): magic b"PM", the layout's version (1 byte), its field count
-(1 byte), a sequence number (u32), the fields at the widths their layout gives, then
-the CRC-32 of everything before it (u32). The layouts are firmware/storage/layouts.py:
-a record of any released one reads into the newest one's fields by name (a field the
-record lacks takes the value its layout names for that, 0 by default); only the newest
-is written. A record whose magic, layout or CRC does not hold is treated as absent, so
-a torn write can never be mistaken for a state. A value that does not fit its field is
-refused (ValueError naming it) before anything is written: struct would wrap it.
+(1 byte), a sequence number (u32), from version 2 on the record's size in bytes (1 byte),
+the fields at the widths their layout gives, then the CRC-32 of everything before it
+(u32). The layouts are firmware/storage/layouts.py: a record of any released one reads
+into the newest one's fields by name (a field the record lacks takes the value its
+layout names for that, 0 by default); only the newest is written. A record of a later
+version than this firmware knows (written before a downgrade) is read for the fields
+it knows: later layouts only append, and the size byte finds its CRC. A record whose
+magic, layout or CRC does not hold is treated as absent, so a torn write can never be
+mistaken for a state. A value that does not fit its field is refused (ValueError naming
+it) before anything is written: struct would wrap it.
 """
 
 import binascii
@@ -16,8 +19,7 @@ import struct
 from firmware.storage import layouts
 
 MAGIC = b"PM"
-HEADER = 8  # magic, version, count, sequence
-_HEAD = "<2sBBI"
+_HEAD = "<2sBBI"  # magic, version, count, sequence; then, from version 2, the size
 _BITS = {"b": -8, "B": 8, "h": -16, "H": 16, "i": -32, "I": 32, "q": -64}
 
 
@@ -57,7 +59,10 @@ class Layout:
         self.lo = lo
         self.hi = hi
         self.absent = tuple(absent)
-        self.size = HEADER + struct.calcsize(fmt) + 4
+        self.header = 8 if self.version == 1 else 9
+        self.size = self.header + struct.calcsize(fmt) + 4
+        if self.size > 255:
+            raise ValueError("record layout %d: over 255 bytes" % self.version)
         return self
 
     def limits(self, name):
@@ -98,7 +103,9 @@ class Codec:
         buf = bytearray(cur.size)
         end = cur.size - 4
         struct.pack_into(_HEAD, buf, 0, MAGIC, cur.version, cur.count, seq & 0xFFFFFFFF)
-        struct.pack_into(cur.fmt, buf, HEADER, *values)
+        if cur.header > 8:
+            buf[8] = cur.size
+        struct.pack_into(cur.fmt, buf, cur.header, *values)
         struct.pack_into("<I", buf, end, binascii.crc32(memoryview(buf)[:end]))
         return buf
 
@@ -110,17 +117,29 @@ class Codec:
 
     def unpack(self, buf):
         """(seq, values in the newest layout's order) or None when not a valid record."""
-        if len(buf) < HEADER + 4:
+        if len(buf) < 12:
             return None
         magic, version, count, seq = struct.unpack_from(_HEAD, buf, 0)
-        lay = self.find(version, count) if magic == MAGIC else None
-        if lay is None or len(buf) < lay.parse().size:
+        if magic != MAGIC or not version:
             return None
-        end = lay.size - 4
+        size = 12 if version == 1 else buf[8]
+        lay = self.find(version, count)
+        cur = self.current
+        if lay is not None:
+            size = lay.parse().size
+            if version > 1 and buf[8] != size:
+                return None
+        elif version <= cur.version or version == 1 or count <= cur.count or size < cur.size:
+            return None
+        if len(buf) < size:
+            return None
+        end = size - 4
         if struct.unpack_from("<I", buf, end)[0] != binascii.crc32(memoryview(buf)[:end]):
             return None
-        got = struct.unpack_from(lay.fmt, buf, HEADER)
-        if lay is self.current:
+        if lay is None:  # a later version: its first fields are the newest layout's here
+            lay = cur
+        got = struct.unpack_from(lay.fmt, buf, lay.header)
+        if lay is cur:
             return seq, got
         where = self._maps.get(lay)
         if where is None:  # for each of the newest fields, its place in `lay` (-1: absent)
