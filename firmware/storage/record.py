@@ -20,7 +20,16 @@ from firmware.storage import layouts
 
 MAGIC = b"PM"
 _HEAD = "<2sBBI"  # magic, version, count, sequence; then, from version 2, the size
-_BITS = {"b": -8, "B": 8, "h": -16, "H": 16, "i": -32, "I": 32, "q": -64}
+# (lowest, highest) of each type code: one table, not a pair of numbers per field
+_RANGE = {
+    "b": (-(1 << 7), (1 << 7) - 1),
+    "B": (0, (1 << 8) - 1),
+    "h": (-(1 << 15), (1 << 15) - 1),
+    "H": (0, (1 << 16) - 1),
+    "i": (-(1 << 31), (1 << 31) - 1),
+    "I": (0, (1 << 32) - 1),
+    "q": (-(1 << 63), (1 << 63) - 1),
+}
 
 
 class Layout:
@@ -38,26 +47,19 @@ class Layout:
     def parse(self):
         if self.names is not None:
             return self
-        names, owners, fmt, lo, hi, absent = [], [], "<", [], [], []
+        names, fmt, absent = [], "<", []
         for g in self.groups:
             words = g.split()
             for w in words[1:]:
                 name, _, rest = w.partition(":")
                 code, _, dflt = rest.partition("=")
-                bits = _BITS.get(code)
-                if bits is None or not name or name in names:
+                if code not in _RANGE or not name or name in names:
                     raise ValueError("record layout %d: bad field %s" % (self.version, w))
                 names.append(name)
-                owners.append(words[0])
                 fmt += code
-                lo.append(-(1 << (-bits - 1)) if bits < 0 else 0)
-                hi.append((1 << (-bits - 1)) - 1 if bits < 0 else (1 << bits) - 1)
                 absent.append(int(dflt) if dflt else 0)
         self.names = tuple(names)
-        self.owners = tuple(owners)
         self.fmt = fmt
-        self.lo = lo
-        self.hi = hi
         self.absent = tuple(absent)
         self.header = 8 if self.version == 1 else 9
         self.size = self.header + struct.calcsize(fmt) + 4
@@ -67,8 +69,7 @@ class Layout:
 
     def limits(self, name):
         """(lowest, highest) value the field `name` holds."""
-        i = self.parse().names.index(name)
-        return self.lo[i], self.hi[i]
+        return _RANGE[self.fmt[1 + self.parse().names.index(name)]]
 
 
 class Codec:
@@ -87,13 +88,12 @@ class Codec:
         cur = self.current
         if len(values) != len(cur.names):
             raise ValueError("record: %d fields, not %d" % (len(values), len(cur.names)))
-        lo, hi = cur.lo, cur.hi
+        fmt = cur.fmt
         for i in range(len(values)):
             v = values[i]
-            if not isinstance(v, int) or isinstance(v, bool) or not lo[i] <= v <= hi[i]:
-                raise ValueError(
-                    "record: %s = %r does not fit %d..%d" % (cur.names[i], v, lo[i], hi[i])
-                )
+            lo, hi = _RANGE[fmt[i + 1]]
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError("record: %s = %r does not fit %d..%d" % (cur.names[i], v, lo, hi))
 
     def pack(self, seq, values):
         """The record of `values` (the newest layout's fields, in order) as bytes;
