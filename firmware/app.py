@@ -31,6 +31,7 @@ from firmware.billing.policy import CONNECTED
 from firmware.billing.settings import Settings
 from firmware.billing.tariff import in_windows
 from firmware.billing.wallclock import WallClock
+from firmware.storage import record
 
 _PATTERN = {
     ev.LOW_CREDIT: "low_credit",
@@ -41,13 +42,22 @@ _PATTERN = {
 }
 
 
-# The journal record: the meter's state, the token memory, then the app's own counters
-# (one atomic write): `boots` numbers the signed messages of each start (with a
-# sequence number in RAM), `cmd_id` is the last back-office command applied.
+# The journal record (one atomic write) holds the meter's state, the token memory and
+# the app's own counters: `boots` numbers the signed messages of each start (with a
+# sequence number in RAM), `cmd_id` is the last back-office command applied. Each owner
+# hands over its fields by name; the record's layout (firmware/storage/layouts.py)
+# places them, so an owner's list can grow without moving anyone else's.
 APP_FIELDS = ("boots", "cmd_id")
-STATE_FIELDS = meter_mod.STATE_FIELDS + INTAKE_FIELDS + APP_FIELDS
-_NM = len(meter_mod.STATE_FIELDS)
-_NI = _NM + len(INTAKE_FIELDS)
+STATE_FIELDS = record.STATE.names
+_AT_M = tuple(STATE_FIELDS.index(n) for n in meter_mod.STATE_FIELDS)
+_AT_I = tuple(STATE_FIELDS.index(n) for n in INTAKE_FIELDS)
+_AT_A = tuple(STATE_FIELDS.index(n) for n in APP_FIELDS)
+if len(STATE_FIELDS) != len(_AT_M) + len(_AT_I) + len(_AT_A):
+    raise ValueError("record: a field of the layout has no owner")
+
+
+def _pick(state, at):
+    return tuple(state[i] for i in at)
 
 
 class App:
@@ -87,10 +97,10 @@ class App:
         self.cmd_id = 0
         state = board.store.load()
         if state is not None:
-            self.meter.restore(state[:_NM])
-            self.intake.restore(state[_NM:_NI])
-            self.boots = state[_NI] + 1
-            self.cmd_id = state[_NI + 1]
+            self.meter.restore(_pick(state, _AT_M))
+            self.intake.restore(_pick(state, _AT_I))
+            self.boots, self.cmd_id = _pick(state, _AT_A)
+            self.boots += 1
         self.boots_saved = False  # this start's number is not in the journal yet
         self.meter.log.listeners.append(self._on_event)
         if hasattr(board.source, "on_event"):  # the metering chip reports its faults
@@ -243,8 +253,16 @@ class App:
         return st
 
     def fields(self):
-        """The journal record now (STATE_FIELDS)."""
-        return self.meter.snapshot() + self.intake.to_fields() + (self.boots, self.cmd_id)
+        """The journal record now: every owner's fields put in their STATE_FIELDS places."""
+        out = [0] * len(STATE_FIELDS)
+        for at, values in (
+            (_AT_M, self.meter.snapshot()),
+            (_AT_I, self.intake.to_fields()),
+            (_AT_A, (self.boots, self.cmd_id)),
+        ):
+            for k in range(len(at)):
+                out[at[k]] = values[k]
+        return tuple(out)
 
     def save(self):
         self.board.store.save(self.fields())

@@ -11,7 +11,7 @@ and as a `storage_fallback` event in the meter's log (docs/board.md).
 import os
 
 from firmware import config
-from firmware.app import STATE_FIELDS, App
+from firmware.app import App
 from firmware.billing import events as ev
 from firmware.storage import conffile
 from firmware.storage.journal import Journal
@@ -24,14 +24,14 @@ def make_store(partition):
     """The state store: the journal on its raw partition, or (a partition table without
     one, e.g. a stock image) the A/B state files on littlefs."""
     if partition is not None:
-        return Journal(partition, len(STATE_FIELDS))
+        return Journal(partition)
     try:
         os.mkdir(STATE_DIR)
     except OSError:
         pass
     from firmware.storage.statefile import StateFile  # a stock table only: not resident
 
-    return StateFile(STATE_DIR, len(STATE_FIELDS))
+    return StateFile(STATE_DIR)
 
 
 def build(path=config.SETTINGS_PATH, board=None, tick_ms=1000):

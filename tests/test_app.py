@@ -260,7 +260,7 @@ def test_topup_is_journaled_before_it_returns():
         saves = board.store.saves
         assert support.topup(app, 1234) == 1384
         assert board.store.saves == saves + 1
-        got = StateFile(d, N).load()
+        got = StateFile(d).load()
         assert got is not None
         assert got[BALANCE] == 1384
         assert got[STATE_FIELDS.index("credited")] == 1234
@@ -286,13 +286,17 @@ def test_reboot_restores_state_and_reasserts_an_open_relay():
         _run(board, app, 1200000)
         assert not board.relay_model.closed  # ran out of credit
         assert app.meter.control.control_state == policy.DISCONNECTED
-        saved = StateFile(d, N).load()
+        saved = StateFile(d).load()
         assert saved[CONTROL] == policy.DISCONNECTED
         assert saved[CARRY] != 0
         b2, app2, watch = _reboot_after(d, s, relay_closed=False)
-        restored = app2.fields()
-        assert restored[1:-2] == tuple(saved[1:-2])  # all but the time and the counters
-        assert restored[-2:] == (saved[-2] + 1, saved[-1])  # one more start, same cmd
+        restored = dict(zip(STATE_FIELDS, app2.fields()))
+        saved_by_name = dict(zip(STATE_FIELDS, saved))
+        assert restored.pop("boots") == saved_by_name.pop("boots") + 1  # one more start
+        # the max-power protection's clock runs on by the time the meter was off
+        off_s = restored.pop("stamp") - saved_by_name.pop("stamp")
+        assert off_s > 0 and restored.pop("mp_clock") == saved_by_name.pop("mp_clock") + off_s
+        assert restored == saved_by_name  # all else as it was, the last command included
         assert app2.meter.ledger.balance == saved[BALANCE]
         assert app2.meter.ledger.carry == saved[CARRY]
         boots = [e for e in app2.meter.log.items if e[1] == ev.BOOT]
@@ -385,7 +389,8 @@ def test_energy_source_fault_does_not_stop_metering():
 
 
 def _fields(n):
-    return tuple(n * 1000 + i - 7 for i in range(N))
+    """A record's values, different for each n and field, each fitting its field."""
+    return tuple(n * 10 + i for i in range(N))
 
 
 _read = support.read_file
@@ -395,15 +400,16 @@ _write = support.write_file
 def test_statefile_round_trip_and_alternation():
     d = _tmpdir()
     try:
-        sf = StateFile(d, N)
+        sf = StateFile(d)
         assert sf.load() is None
         for n in range(1, 6):
             sf.save(_fields(n))
-            got = StateFile(d, N).load()
+            got = StateFile(d).load()
             assert tuple(got) == _fields(n)
         a, b = _read(sf.paths[0]), _read(sf.paths[1])
-        assert record.unpack(a, N)[1] == _fields(4) or record.unpack(b, N)[1] == _fields(4)
-        assert len(a) == len(b) == record.size(N)
+        got = (record.STATE.unpack(a)[1], record.STATE.unpack(b)[1])
+        assert _fields(4) in got
+        assert len(a) == len(b) == record.STATE.size
     finally:
         _rmtree(d)
 
@@ -411,7 +417,7 @@ def test_statefile_round_trip_and_alternation():
 def test_statefile_torn_or_corrupt_newest_falls_back():
     d = _tmpdir()
     try:
-        sf = StateFile(d, N)
+        sf = StateFile(d)
         sf.save(_fields(1))
         sf.save(_fields(2))
         sf.save(_fields(3))
@@ -419,21 +425,21 @@ def test_statefile_torn_or_corrupt_newest_falls_back():
         older = sf.paths[sf.slot ^ 1]
         good = _read(newest)
         _write(newest, good[: len(good) // 2])  # torn
-        sf2 = StateFile(d, N)
+        sf2 = StateFile(d)
         assert tuple(sf2.load()) == _fields(2)
         bad = bytearray(good)
         bad[20] ^= 0x04  # one flipped bit in a field
         _write(newest, bad)
-        sf3 = StateFile(d, N)
+        sf3 = StateFile(d)
         assert tuple(sf3.load()) == _fields(2)
         # the next save goes over the damaged slot, never over the good one
         kept = _read(older)
         sf3.save(_fields(4))
         assert _read(older) == kept
-        assert tuple(StateFile(d, N).load()) == _fields(4)
+        assert tuple(StateFile(d).load()) == _fields(4)
         _write(older, b"")
-        _write(newest, b"\xff" * record.size(N))  # erased flash
-        assert StateFile(d, N).load() is None
+        _write(newest, b"\xff" * record.STATE.size)  # erased flash
+        assert StateFile(d).load() is None
     finally:
         _rmtree(d)
 
@@ -441,29 +447,25 @@ def test_statefile_torn_or_corrupt_newest_falls_back():
 def test_statefile_sequence_wrap():
     d = _tmpdir()
     try:
-        sf = StateFile(d, N)
+        sf = StateFile(d)
         sf.seq = 0xFFFFFFFE
         sf.save(_fields(1))  # seq 0xFFFFFFFF
         sf.save(_fields(2))  # seq 0: wrapped, still the newer
-        sf2 = StateFile(d, N)
+        sf2 = StateFile(d)
         assert tuple(sf2.load()) == _fields(2)
         assert sf2.seq == 0
         sf2.save(_fields(3))
-        sf3 = StateFile(d, N)
+        sf3 = StateFile(d)
         assert tuple(sf3.load()) == _fields(3) and sf3.seq == 1
     finally:
         _rmtree(d)
 
 
 def test_record_detects_every_single_byte_error():
-    buf = record.pack(77, _fields(9))
-    assert record.unpack(buf, N) == (77, _fields(9))
-    # a record from before fields were appended reads with the new fields as 0
-    assert record.unpack(buf, N + 2) == (77, _fields(9) + (0, 0))
-    # ... but a record with more fields than this firmware knows is not its state
-    assert record.unpack(buf, N - 1) is None
-    assert record.unpack(buf[:-1], N) is None
+    buf = record.STATE.pack(77, _fields(9))
+    assert record.STATE.unpack(buf) == (77, _fields(9))
+    assert record.STATE.unpack(buf[:-1]) is None
     for i in range(len(buf)):
         bad = bytearray(buf)
         bad[i] ^= 0xA5
-        assert record.unpack(bad, N) is None
+        assert record.STATE.unpack(bad) is None

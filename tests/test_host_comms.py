@@ -329,6 +329,13 @@ def test_signed_commands_change_tariff_thresholds_and_relay(tmp_path, broker, ke
         forged = messages.make_cmd(other, m.meter_id, 99, "relay", action="open")
         w.publish("cmd", forged)
         assert w.wait(lambda k, o: k == "ack" and o.get("result") == "mac")
+        # an id the journal's cmd_id cannot hold (struct would keep 7 of 2**64 + 7, and
+        # commands 8.. would apply again after a restart): refused, nothing applied
+        huge = messages.make_cmd(m.key, m.meter_id, 2**64 + 7, "relay", action="open")
+        w.publish("cmd", huge)
+        assert w.wait(
+            lambda k, o: k == "ack" and o["result"] == "refused" and "id" in o.get("error", "")
+        )
         st = m.status()
         assert st["relay"] is True and st["cmd_id"] == 6
         # settings survive a restart (settings file), so does the command memory

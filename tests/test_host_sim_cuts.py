@@ -110,3 +110,47 @@ def test_bad_power_cut_steps_are_refused_with_the_field_named(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert field in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_five_second_cut_inside_a_friendly_window_keeps_the_supply_until_it_ends():
+    sc = {
+        "start": "2026-01-10T10:00:00",  # a Saturday
+        "duration_s": 2400,
+        "tariff": {"type": "flat", "price_per_kwh": "1.0000"},
+        "balance": "0.20",  # 200 s at 3.6 kW, then held by the window
+        "low_credit": "1.00",
+        "reconnect_min": "1.00",
+        "friendly": [{"days": "sat-sun", "from": "08:00", "to": "10:30"}],
+        "load": [{"at_s": 0, "watts": 3600}],
+        "power_cuts": [{"at_s": 600, "for_s": 5}],
+        "meter": "ideal",
+    }
+    r = host.run(sc)
+    assert r["final"]["power_cuts"] == 1 and r["final"]["errors"] == 0
+    kinds = [(e["t_s"], e["kind"]) for e in r["events"] if e["kind"] != "friendly_hold"]
+    assert kinds == [(605, "boot"), (1800, "disconnect")]  # cut when the window ends
+
+
+def test_power_cuts_between_max_power_trips_still_lock_out_at_the_fourth():
+    sc = {
+        "start": "2026-01-05T12:00:00",
+        "duration_s": 1200,
+        "tariff": {"type": "flat", "price_per_kwh": "0.2500"},
+        "balance": "100.00",
+        "max_power_w": 3000,
+        "load": [{"at_s": 0, "watts": 5000}],
+        # one 5-second cut in each of the first three retry waits (trips at 30, 180, 330)
+        "power_cuts": [
+            {"at_s": 90, "for_s": 5},
+            {"at_s": 240, "for_s": 5},
+            {"at_s": 390, "for_s": 5},
+        ],
+        "meter": "ideal",
+    }
+    r = host.run(sc)
+    assert r["final"]["power_cuts"] == 3 and r["final"]["errors"] == 0
+    at = lambda kind: [e["t_s"] for e in r["events"] if e["kind"] == kind]  # noqa: E731
+    assert at("max_power_trip") == [30, 180, 330, 480]
+    assert at("max_power_retry") == [150, 300, 450]
+    assert at("max_power_lockout") == [480]
+    assert r["final"]["relay"] == "open"

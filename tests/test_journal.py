@@ -10,8 +10,12 @@ from firmware.storage import record
 from firmware.storage.journal import SLOT, Journal
 from tools.sim.nor import SECTOR, NorFlash, PowerCut
 
-N = 20  # fields per record in these tests
+N = 20  # fields per record in these tests, 64-bit each
 PER = SECTOR // SLOT
+OLD = record.Layout(1, ("test " + " ".join("f%d:q" % k for k in range(16)),))
+NEW = record.Layout(2, ("test " + " ".join("f%d:q" % k for k in range(N)),))
+CODEC = record.Codec((OLD, NEW))
+SIZE = CODEC.size
 
 
 def fields(i):
@@ -20,7 +24,7 @@ def fields(i):
 
 def fresh(sectors=4):
     flash = NorFlash(sectors)
-    j = Journal(flash, N)
+    j = Journal(flash, CODEC)
     assert j.load() is None
     return flash, j
 
@@ -28,7 +32,7 @@ def fresh(sectors=4):
 def test_blank_journal_loads_none_and_first_save_round_trips():
     flash, j = fresh()
     j.save(fields(1))
-    assert Journal(flash, N).load() == fields(1)
+    assert Journal(flash, CODEC).load() == fields(1)
     assert flash.erases == [1, 0, 0, 0]  # the first sector was erased before use
 
 
@@ -36,7 +40,7 @@ def test_negative_and_large_values_round_trip():
     flash, j = fresh()
     big = tuple((-1) ** k * (2**62 + k) for k in range(N))
     j.save(big)
-    assert Journal(flash, N).load() == big
+    assert Journal(flash, CODEC).load() == big
 
 
 def test_newest_record_wins_over_many_laps():
@@ -45,14 +49,14 @@ def test_newest_record_wins_over_many_laps():
     for i in range(total):
         j.save(fields(i))
         if i % 13 == 0:
-            j2 = Journal(flash, N)
+            j2 = Journal(flash, CODEC)
             assert j2.load() == fields(i)
             assert j2.seq == i + 1
-    j2 = Journal(flash, N)
+    j2 = Journal(flash, CODEC)
     assert j2.load() == fields(total - 1)
     # a reloaded journal carries on where the old one stopped
     j2.save(fields(9999))
-    assert Journal(flash, N).load() == fields(9999)
+    assert Journal(flash, CODEC).load() == fields(9999)
 
 
 def test_wear_is_even_and_one_erase_per_sector_of_records():
@@ -74,16 +78,16 @@ def test_each_save_programs_one_record_and_nothing_else():
     after = flash.snapshot()
     assert flash.programs == programs + 1
     changed = [i for i in range(len(before)) if before[i] != after[i]]
-    assert changed and changed[0] >= SLOT and changed[-1] < SLOT + record.size(N)
+    assert changed and changed[0] >= SLOT and changed[-1] < SLOT + SIZE
 
 
 def test_older_shorter_records_load_with_new_fields_as_zero():
     flash = NorFlash(2)
-    Journal(flash, 16).save(fields(3)[:16])
-    j = Journal(flash, N)
+    Journal(flash, record.Codec((OLD,))).save(fields(3)[:16])
+    j = Journal(flash, CODEC)
     assert j.load() == fields(3)[:16] + (0,) * (N - 16)
     j.save(fields(4))
-    assert Journal(flash, N).load() == fields(4)
+    assert Journal(flash, CODEC).load() == fields(4)
 
 
 def test_garbage_partition_is_blank_and_usable():
@@ -92,16 +96,17 @@ def test_garbage_partition_is_blank_and_usable():
     for i in range(len(flash.mem)):
         x = (x * 1103515245 + 12345) & 0x7FFFFFFF
         flash.mem[i] = x >> 16 & 0xFF
-    j = Journal(flash, N)
+    j = Journal(flash, CODEC)
     assert j.load() is None
     for i in range(PER + 3):
         j.save(fields(i))
-        assert Journal(flash, N).load() == fields(i)
+        assert Journal(flash, CODEC).load() == fields(i)
 
 
 def test_too_many_fields_or_too_small_a_partition_refused():
-    support.raises(ValueError, Journal, NorFlash(2), 31)
-    support.raises(ValueError, Journal, NorFlash(1), N)
+    wide = record.Layout(3, ("test " + " ".join("f%d:q" % k for k in range(31)),))
+    support.raises(ValueError, record.Codec, (wide,))  # over 255 bytes: no size byte holds it
+    support.raises(ValueError, Journal, NorFlash(1), CODEC)
 
 
 def _workload_ops(sectors, saves):
@@ -118,7 +123,7 @@ def _workload_ops(sectors, saves):
 def _run_with_cut(sectors, saves, op, at_byte):
     """Run the saves with a cut at (op, at_byte); return (last completed i, loaded)."""
     flash = NorFlash(sectors, seed=op * 7 + at_byte + 1)
-    j = Journal(flash, N)
+    j = Journal(flash, CODEC)
     j.load()
     flash.cut(op, at_byte)
     done = -1
@@ -140,21 +145,21 @@ def test_cut_at_every_operation_and_inside_it_keeps_the_last_completed_state():
     assert total_ops == saves + saves // PER + 1  # one program each, one erase per sector
     checked = 0
     for op in range(total_ops):
-        for at in (0, 1, 7, 100, record.size(N) - 1, record.size(N), SECTOR - 1):
+        for at in (0, 1, 7, 100, SIZE - 1, SIZE, SECTOR - 1):
             done, flash = _run_with_cut(sectors, saves, op, at)
-            j = Journal(flash, N)
+            j = Journal(flash, CODEC)
             got = j.load()
             # the save in flight is in force only if its whole record was programmed
             # (a cut inside the last byte may happen to leave it complete)
             inflight = done + 1
             ok = [fields(done)] if done >= 0 else [None]
-            if at >= record.size(N) - 1:
+            if at >= SIZE - 1:
                 ok.append(fields(inflight))
             assert got in ok, (op, at, done, got)
             # after the reboot the journal goes on working over the debris
             for k in range(PER + 2):
                 j.save(fields(5000 + k))
-                assert Journal(flash, N).load() == fields(5000 + k), (op, at, k)
+                assert Journal(flash, CODEC).load() == fields(5000 + k), (op, at, k)
             checked += 1
     assert checked == total_ops * 7
 
@@ -170,10 +175,10 @@ def test_repeated_cuts_during_the_same_erase_never_lose_the_state():
         except PowerCut:
             pass
         flash.power_on()
-        j = Journal(flash, N)
+        j = Journal(flash, CODEC)
         assert j.load() == fields(PER - 1)
     j.save(fields(100))
-    assert Journal(flash, N).load() == fields(100)
+    assert Journal(flash, CODEC).load() == fields(100)
 
 
 class StuckFlash(NorFlash):
@@ -191,13 +196,13 @@ def test_a_sector_that_will_not_erase_fails_loudly_and_keeps_the_state():
     flash = StuckFlash(2)
     for i in range(len(flash.mem)):
         flash.mem[i] = 0
-    j = Journal(flash, N)
+    j = Journal(flash, CODEC)
     j.load()
     for i in range(PER):
         j.save(fields(i))
     e = support.raises(OSError, j.save, fields(77))
     assert e.args[0] == 5
-    assert Journal(flash, N).load() == fields(PER - 1)
+    assert Journal(flash, CODEC).load() == fields(PER - 1)
 
 
 def test_factory_erase_blanks_the_journal():
@@ -205,6 +210,6 @@ def test_factory_erase_blanks_the_journal():
     for i in range(20):
         j.save(fields(i))
     j.erase()
-    assert Journal(flash, N).load() is None
+    assert Journal(flash, CODEC).load() is None
     j.save(fields(1))
-    assert Journal(flash, N).load() == fields(1)
+    assert Journal(flash, CODEC).load() == fields(1)

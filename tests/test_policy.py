@@ -453,7 +453,7 @@ def test_reconnect_needs_button():
 # -- max power -----------------------------------------------------------------------
 
 
-def _mp_meter(**kw):
+def _mp_meter(start=MONDAY_NOON, **kw):
     extra = {
         "max_power_w": 5000,
         "max_power_trip_s": 10,
@@ -462,7 +462,7 @@ def _mp_meter(**kw):
         "max_power_lockout_window_s": 600,
     }
     extra.update(kw)
-    return _meter(extra, balance=100000)
+    return _meter(extra, balance=100000, start=start)
 
 
 def _load(m, seconds, watts):
@@ -636,14 +636,14 @@ def test_whole_unit_currency_settings_load_with_default_persist_bound():
     assert "low_credit" in str(err)
 
 
-def test_reboot_during_a_max_power_trip_waits_the_full_retry_again():
+def test_reboot_with_the_clock_behind_the_record_serves_the_retry_in_full():
     extra = {"max_power_w": 5000, "max_power_trip_s": 10, "max_power_retry_s": 60}
     m = _meter(extra, balance=50000)
     for _ in range(10):
         m.tick(1, 10, 6000)
     assert m.control.control_state == DISCONNECTED
     state = m.snapshot()
-    m2 = _meter(extra)
+    m2 = _meter(extra)  # its clock starts 10 s before the record's stamp: no time counted
     m2.restore(state)
     m2.control.update(0, 0)
     assert m2.control.control_state == DISCONNECTED  # no reconnect on the first tick
@@ -665,3 +665,56 @@ def test_reboot_while_low_does_not_fire_an_overdue_reminder_at_once():
     assert _count(m2, ev.LOW_CREDIT) == 0 and _count(m2, ev.LOW_CREDIT_REMINDER) == 0
     _idle(m2, 1)
     assert _count(m2, ev.LOW_CREDIT_REMINDER) == 1
+
+
+def test_max_power_state_through_the_journal_keeps_trips_retry_and_clock():
+    m = _mp_meter(max_power_lockout_trips=3)
+    _load(m, 10, 7000)  # trip 1 at 10 s
+    _load(m, 60, 7000)  # retry at 70
+    _load(m, 10, 7000)  # trip 2 at 80
+    assert _count(m, ev.MAX_POWER_TRIP) == 2 and m.control.control_state == DISCONNECTED
+    state = m.snapshot()
+    later = (MONDAY_NOON[0], MONDAY_NOON[1], MONDAY_NOON[2], MONDAY_NOON[3] + 80 + 30)
+    m2 = _mp_meter(max_power_lockout_trips=3, start=later)  # 30 s without power
+    m2.restore(state)
+    assert m2.control.now == 110 and m2.control.retry_at == 140
+    _load(m2, 29, 7000)
+    assert m2.control.control_state == DISCONNECTED
+    _load(m2, 1, 7000)  # 140 s: the retry came when it would have without the cut
+    assert m2.control.control_state == CONNECTED
+    _load(m2, 10, 7000)  # trip 3 at 150 s, within 600 s of trip 1: locked out
+    assert _count(m2, ev.MAX_POWER_LOCKOUT) == 1
+    assert m2.control.open_reasons & policy.OPEN_LOCKOUT
+
+
+def test_max_power_state_beyond_the_kept_trips_errs_toward_the_lockout():
+    n = policy.TRIPS_KEPT + 4
+    m = _mp_meter(max_power_lockout_trips=n, max_power_lockout_window_s=86400)
+    for _ in range(n - 1):
+        _load(m, 10, 7000)  # a trip
+        _load(m, 60, 0)  # its retry
+    times = [t for t in m.control.trips if t != -1]
+    assert len(times) == n - 1 and _count(m, ev.MAX_POWER_LOCKOUT) == 0
+    state = m.control.max_power_state()
+    assert state[2] == n - 1
+    assert list(state[3:]) == sorted(times, reverse=True)[: policy.TRIPS_KEPT]
+    m2 = _mp_meter(max_power_lockout_trips=n, max_power_lockout_window_s=86400)
+    m2.control.restore_max_power(state, 0)
+    got = [t for t in m2.control.trips if t != -1]
+    oldest_kept = state[3 + policy.TRIPS_KEPT - 1]
+    # the 8 newest exactly; the 3 older ones no earlier than they were (at the oldest kept)
+    assert sorted(got)[-policy.TRIPS_KEPT :] == sorted(times)[-policy.TRIPS_KEPT :]
+    assert sorted(got)[: n - 1 - policy.TRIPS_KEPT] == [oldest_kept] * (n - 1 - policy.TRIPS_KEPT)
+    # the next trip is the n-th within the window: locked out, as without the reboot
+    _load(m2, 10, 7000)
+    assert _count(m2, ev.MAX_POWER_LOCKOUT) == 1
+
+
+def test_a_record_without_the_max_power_state_waits_a_full_retry():
+    m = _mp_meter()
+    _load(m, 10, 7000)
+    state = m.snapshot()[:16] + (0, -1, 0) + (-1,) * policy.TRIPS_KEPT  # as an older record
+    m2 = _mp_meter()
+    m2.restore(state)
+    assert m2.control.retry_at == m2.control.now + 60
+    assert m2.control.trips == [-1, -1, -1]

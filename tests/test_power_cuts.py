@@ -27,8 +27,7 @@ from tools.sim.board import SimBoard
 from tools.sim import commission
 from tools.sim.nor import NorFlash, PowerCut
 
-N = len(STATE_FIELDS)
-REC = record.size(N)
+REC = record.STATE.size
 # bytes done before the cut: none, some, all but the last, all (a record's program
 # ends there; an erase goes on to 4095)
 OFFSETS = (0, 30, REC - 1, REC, 4095)

@@ -9,9 +9,10 @@ by `snapshot()` (a fixed tuple of integers for the journal) and `restore()`.
 from firmware.billing import events as ev
 from firmware.billing.events import EventLog
 from firmware.billing.ledger import Ledger
-from firmware.billing.policy import CONNECTED, CreditControl
+from firmware.billing.policy import CONNECTED, TRIPS_KEPT, CreditControl
 
-# Journal record fields, in order (all integers).
+# The meter's fields of the journal record (integers, snapshot() order); the record
+# reads and writes them by name (firmware/storage/layouts.py says where each sits).
 STATE_FIELDS = (
     "stamp",
     "balance",
@@ -29,7 +30,11 @@ STATE_FIELDS = (
     "control_state",
     "open_reasons",
     "flags",
-)
+    "mp_clock",
+    "mp_retry_at",
+    "mp_trips",
+) + tuple("mp_trip%d" % (k + 1) for k in range(TRIPS_KEPT))
+_NB = 16  # the fields before the max-power state
 _FLAG_EC = 1
 _FLAG_LOW_ARMED = 2
 
@@ -118,14 +123,14 @@ class Meter:
             ctl.control_state,
             ctl.open_reasons,
             flags,
-        )
+        ) + ctl.max_power_state()
 
     def restore(self, state):
         """Take a snapshot back (after a reboot); the clock must already be set."""
         led = self.ledger
         ctl = self.control
         (
-            _,
+            saved_at,
             led.balance,
             led.carry,
             led.standing_carry,
@@ -141,12 +146,13 @@ class Meter:
             ctl.control_state,
             ctl.open_reasons,
             flags,
-        ) = state
+        ) = state[:_NB]
         ctl.ec_invoked = bool(flags & _FLAG_EC)
         ctl.low_armed = bool(flags & _FLAG_LOW_ARMED)
-        # Timers restart from the reboot: a max-power trip waits its full retry time
-        # again and a low-credit reminder is not fired the moment the meter is back.
-        ctl.retry_at = ctl.now + self.settings.max_power_retry_s
+        # The max-power protection goes on where it was (its trips and retry time, the
+        # time since the record counted); a low-credit reminder is not fired the moment
+        # the meter is back.
+        ctl.restore_max_power(state[_NB:], max(0, self.clock.stamp() - saved_at))
         ctl.next_reminder = ctl.now + self.settings.low_credit_repeat_s
         self.month_key = month_key
         if month_key != self.clock.year * 100 + self.clock.month:

@@ -39,6 +39,7 @@ OPEN_REMOTE = 8
 OPEN_TAMPER = 16
 
 _NO_TRIP = -1  # a slot of the ring of max-power trip times that holds none
+TRIPS_KEPT = 8  # newest trip times the journal keeps (max_power_state)
 
 # Account credit status names (DLMS Account current_credit_status, simplified)
 IN_CREDIT = "in_credit"
@@ -185,7 +186,9 @@ class CreditControl:
         self.evaluate()
 
     def evaluate(self):
-        """Apply the credit rules now (at start-up: before the relay task looks)."""
+        """Apply the credit rules now (at start-up: before the relay task looks), with
+        the friendly window as the clock stands now: a reboot inside one keeps the supply."""
+        self.friendly_now = self.in_friendly()
         self._credit_rules()
         self._apply()
 
@@ -235,6 +238,42 @@ class CreditControl:
             self.open_reasons &= ~OPEN_REMOTE
         self._apply()
         return self.open_reasons != before
+
+    # -- the journal ---------------------------------------------------------
+    def max_power_state(self):
+        """The max-power protection for the journal: (running seconds, retry time, trips
+        in the ring, then the TRIPS_KEPT newest trip times, newest first, _NO_TRIP for
+        none). Times are in the protection's own seconds (`now`), which the journal
+        carries across a power cut (restore_max_power), so a cut restarts neither the
+        trip count nor the retry time."""
+        out = [self.now, self.retry_at, 0] + [_NO_TRIP] * TRIPS_KEPT
+        n = len(self.trips)
+        for k in range(n):
+            t = self.trips[(self.trip_i - 1 - k) % n]
+            if t != _NO_TRIP:
+                if k < TRIPS_KEPT:
+                    out[3 + k] = t
+                out[2] += 1
+        return tuple(out)
+
+    def restore_max_power(self, state, elapsed):
+        """Take max_power_state() back, `elapsed` seconds after it was saved (the wall
+        clock's difference; 0 when the clock is behind the record, so an untrusted clock
+        can only make the retry longer and the trips more recent, never the reverse).
+        Trips beyond the TRIPS_KEPT newest come back at the oldest kept time (later than
+        they were: a lock-out comes no later than it would have). A retry time of -1 (a
+        record from before this state was kept) waits the full retry from now."""
+        now, retry_at, count = state[0] + elapsed, state[1], state[2]
+        self.now = now
+        self.retry_at = retry_at if retry_at >= 0 else now + self.s.max_power_retry_s
+        n = len(self.trips)
+        kept = [t for t in state[3 : 3 + TRIPS_KEPT] if t != _NO_TRIP]
+        for k in range(n):
+            if k < min(count, n) and kept:
+                self.trips[n - 1 - k] = kept[min(k, len(kept) - 1)]
+            else:
+                self.trips[n - 1 - k] = _NO_TRIP
+        self.trip_i = 0
 
     # -- reporting ------------------------------------------------------------
     def credit_status(self):

@@ -3,8 +3,8 @@
 The flash is a block device with erase (esp32.Partition: readblocks(block, buf,
 offset), writeblocks(block, buf, offset), ioctl(4) block count, ioctl(5) block size,
 ioctl(6, block) erase). Each 4096-byte sector holds 16 slots of 256 bytes; a save
-programs one record (record.py: magic, version, field count, sequence, fields, CRC-32)
-into the next blank slot and never touches a programmed byte again.
+programs one record (record.py: magic, layout version, field count, sequence, fields,
+CRC-32) into the next blank slot and never touches a programmed byte again.
 
 Rules that make a power cut harmless:
 - the newest record whose CRC holds is the state; a torn record fails its CRC and is
@@ -21,15 +21,15 @@ Wear spreads evenly: every sector is erased once per trip round the ring.
 
 from firmware.storage import record
 
-SLOT = 256  # bytes per record slot: up to 30 fields (record.size(30) == 252)
+SLOT = 256  # bytes per record slot: the record (record.STATE.size) must fit
 
 
 class Journal:
-    def __init__(self, bdev, nfields):
-        if record.size(nfields) > SLOT:
-            raise ValueError("journal: too many fields")
+    def __init__(self, bdev, codec=record.STATE):
+        if codec.size > SLOT:
+            raise ValueError("journal: record larger than a slot")
         self.bdev = bdev
-        self.nfields = nfields
+        self.codec = codec
         self.sectors = bdev.ioctl(4, 0)
         self.sector_size = bdev.ioctl(5, 0)
         if self.sectors < 2 or self.sector_size % SLOT:
@@ -41,18 +41,19 @@ class Journal:
         self.saves = 0
         self.erases = 0
         self.newest = -1  # slot of the record in force, -1 when none
-        self._buf = bytearray(record.size(nfields))
+        self._buf = bytearray(SLOT)
 
     def _read(self, slot):
         self.bdev.readblocks(slot // self.per_sector, self._buf, (slot % self.per_sector) * SLOT)
         return self._buf
 
     def load(self):
-        """Fields of the newest valid record (older, shorter records padded with 0),
-        or None on a blank journal. Sets the write position after it."""
+        """Fields of the newest valid record (of any released layout, read by name into
+        the newest one's fields: record.py), or None on a blank journal. Sets the write
+        position after it."""
         best = None
         for slot in range(self.slots):
-            got = record.unpack(self._read(slot), self.nfields)
+            got = self.codec.unpack(self._read(slot))
             if got is not None and (best is None or got[0] > best[0]):
                 best = got
                 self.newest = slot
@@ -72,6 +73,9 @@ class Journal:
         return True
 
     def save(self, fields):
+        """Program `fields` (the newest layout's, in order) into the next blank slot.
+        A value that does not fit its field raises ValueError before flash is touched."""
+        data = self.codec.pack(self.seq + 1, fields)
         slot = self.pos
         keep = -1 if self.newest < 0 else self.newest // self.per_sector
         for _ in range(self.slots + 1):
@@ -88,9 +92,7 @@ class Journal:
         if slot < 0 or not self._blank(slot):
             raise OSError(5)  # EIO: no slot erases to blank: the flash is worn out
         seq = self.seq + 1
-        self.bdev.writeblocks(
-            slot // self.per_sector, record.pack(seq, fields), (slot % self.per_sector) * SLOT
-        )
+        self.bdev.writeblocks(slot // self.per_sector, data, (slot % self.per_sector) * SLOT)
         self.seq = seq
         self.newest = slot
         self.pos = (slot + 1) % self.slots

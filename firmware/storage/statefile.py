@@ -2,7 +2,8 @@
 
 Each save writes the whole record to the slot not holding the newest copy, so a
 power cut during a write leaves the previous record intact; loading takes the valid
-record with the highest sequence number. The record (record.py) carries its own CRC.
+record with the highest sequence number. The record (record.py) carries its own CRC
+and is read by field name from any released layout.
 """
 
 import os
@@ -11,9 +12,9 @@ from firmware.storage import record
 
 
 class StateFile:
-    def __init__(self, directory, nfields, name="state"):
+    def __init__(self, directory, codec=record.STATE, name="state"):
         self.paths = (directory + "/" + name + ".a", directory + "/" + name + ".b")
-        self.nfields = nfields
+        self.codec = codec
         self.seq = 0
         self.slot = 0
         self.saves = 0
@@ -24,7 +25,7 @@ class StateFile:
         for i, path in enumerate(self.paths):
             try:
                 with open(path, "rb") as f:
-                    got = record.unpack(f.read(), self.nfields)
+                    got = self.codec.unpack(f.read())
             except OSError:
                 got = None
             if got is not None and (best is None or _newer(got[0], best[0])):
@@ -36,10 +37,14 @@ class StateFile:
         return best[1]
 
     def save(self, fields):
-        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        """Write `fields` (the newest layout's) to the older file; a value that does not
+        fit its field raises ValueError before either file is opened."""
+        seq = (self.seq + 1) & 0xFFFFFFFF
+        data = self.codec.pack(seq, fields)
+        self.seq = seq
         self.slot ^= 1
         with open(self.paths[self.slot], "wb") as f:
-            f.write(record.pack(self.seq, fields))
+            f.write(data)
         self.saves += 1
 
     def erase(self):

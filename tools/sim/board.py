@@ -17,7 +17,6 @@ import gc
 from drivers.indicator import Indicator
 from drivers.relay import LatchingRelay
 from firmware.storage.journal import Journal
-from firmware.app import STATE_FIELDS
 from firmware.storage.statefile import StateFile
 from tools.sim.hw import LatchingRelayModel, SimPin
 from tools.sim.mains import Mains
@@ -132,9 +131,9 @@ class SimBoard:
 
             self.display = SSD1306(self.i2c)
         if self.flash is not None:
-            self.store = Journal(self.flash, len(STATE_FIELDS))
+            self.store = Journal(self.flash)
         else:
-            self.store = StateFile(self.state_dir, len(STATE_FIELDS))
+            self.store = StateFile(self.state_dir)
 
     def modem(self, settings):
         """The cellular modem model (SIMCom or Quectel AT over the simulated UART, real

@@ -166,12 +166,12 @@ def journal_record(w):
         if w.journal is not None:
             from firmware.storage.journal import Journal
 
-            fields = Journal(w.journal, len(STATE_FIELDS)).load()
+            fields = Journal(w.journal).load()
         else:
             from firmware.build import STATE_DIR
             from firmware.storage.statefile import StateFile
 
-            fields = StateFile(STATE_DIR, len(STATE_FIELDS)).load()
+            fields = StateFile(STATE_DIR).load()
     except Exception as e:  # no firmware in the image, or it does not load
         return {"error": repr(e)}
     if fields is None:

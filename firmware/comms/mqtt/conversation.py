@@ -45,7 +45,10 @@ from firmware.tokens.envelope import header, parse_hex
 from firmware.billing.settings import parse_meter_id
 from firmware.comms.mqtt.session import CLIENT, MQTTError, Session
 from firmware.storage import version
+from firmware.storage.record import STATE as RECORD
 from firmware.billing.policy import CONTROL_STATES, relay_word
+
+CMD_ID_MAX = RECORD.current.limits("cmd_id")[1]  # the journal keeps the last id applied
 
 THRESHOLDS = (
     "low_credit",
@@ -220,8 +223,10 @@ class Comms:
         except ValueError as e:
             return self._ack_cmd(None, "mac", str(e))
         cid = obj.get("id")
-        if not isinstance(cid, int) or isinstance(cid, bool) or cid < 1:
-            return self._ack_cmd(None, "refused", "id: expected a whole number above 0")
+        if not isinstance(cid, int) or isinstance(cid, bool) or not 0 < cid <= CMD_ID_MAX:
+            return self._ack_cmd(
+                None, "refused", "id: expected a whole number 1.." + str(CMD_ID_MAX)
+            )
         if obj.get("meter") != self.meter_id:
             return self._ack_cmd(cid, "wrong_meter", None)
         if cid <= app.cmd_id:
