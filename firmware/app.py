@@ -121,6 +121,10 @@ class App:
         secs = acc // 1000
         self._acc_ms = acc - secs * 1000
         m = self.meter
+        # A tick is priced at its start (firmware/billing/meter.py): the passive tariff
+        # bills the first tick that starts at or after its activation time.
+        if m.settings.tariff_next_from and m.clock.stamp() >= m.settings.tariff_next_from:
+            self._activate_tariff()
         m.tick(secs, src.mwh, src.power_w)
         self.ticks += 1
         if m.control.control_state == CONNECTED:
@@ -129,8 +133,6 @@ class App:
         elif self.board.relay.closed is not False:
             self._relay_flag.set()
         s = m.settings
-        if s.tariff_next_from and m.clock.stamp() >= s.tariff_next_from:
-            self._activate_tariff()
         clk = self.board.clock
         since = clk.ticks_diff(clk.ticks_ms(), self._saved_at)
         if since >= s.persist_s * 1000 or (

@@ -381,6 +381,64 @@ def test_energy_source_fault_does_not_stop_metering():
         _rmtree(d)
 
 
+class SteadySource:
+    """An energy source that reads the same energy at every poll."""
+
+    def __init__(self, mwh):
+        self.mwh = mwh
+        self.power_w = 0
+
+    def poll(self):
+        pass
+
+
+def test_a_tick_is_priced_at_its_start_by_the_tou_band_and_the_passive_tariff_alike():
+    # bands by the minute: 12:00-12:01 at 1.0000, 12:01-13:00 at 2.0000, else 0.1000;
+    # every tick reads 100 Wh: 1 cent at 0.1000 per kWh, 10 at 1.0000, 50 at 5.0000
+    tou = {
+        "type": "tou",
+        "bands": [
+            {"from": "12:00", "to": "12:01", "price_per_kwh": "1.0000"},
+            {"from": "12:01", "to": "13:00", "price_per_kwh": "2.0000"},
+        ],
+        "default_price_per_kwh": "0.1000",
+    }
+    d = _tmpdir()
+    try:
+        s = _settings(
+            {
+                "tariff": tou,
+                "tariff_next": {"type": "flat", "price_per_kwh": "5.0000"},
+                "tariff_next_from": "2026-01-05T12:01:15",
+            }
+        )
+        board, app = _app(d, s, start=(2026, 1, 5, 12 * 3600 - 5), balance=100000)
+        board.source = SteadySource(100000)
+        led = app.meter.ledger
+
+        def tick(seconds):
+            before = led.charged
+            app.step(seconds * 1000)
+            return led.charged - before
+
+        assert tick(7) == 1  # 11:59:55-12:00:02 crosses into the band: priced at 11:59:55
+        assert tick(58) == 10  # 12:00:02-12:01:00 ends where the next band starts
+        assert tick(10) == 20  # 12:01:00-12:01:10 starts at the band's first second
+        assert tick(10) == 20  # 12:01:10-12:01:20 crosses the activation at 12:01:15
+        assert tick(10) == 50  # 12:01:20-12:01:30: the first tick after it starts
+        acts = [e for e in app.meter.log.items if e[1] == ev.TARIFF_ACTIVATED]
+        assert [e[0] - app.meter.clock.stamp() for e in acts] == [-10]
+        app.change_settings(
+            {
+                "tariff_next": {"type": "flat", "price_per_kwh": "3.0000"},
+                "tariff_next_from": "2026-01-05T12:01:30",
+            }
+        )
+        assert tick(10) == 30  # 12:01:30-12:01:40 starts at the activation time
+    finally:
+        _rmtree(d)
+
+
 # -- the state file -------------------------------------------------------------
 
 
