@@ -240,6 +240,8 @@ class App:
             "open_reasons": ctl.open_reasons,
             "relay": self.board.relay.closed,
             "power_w": getattr(self.board.source, "power_w", 0),
+            # energy the metering chip's driver knows it lost, Wh (docs/metering.md)
+            "meter_lost_wh": getattr(self.board.source, "lost_wh", 0),
             "energy_wh": led.energy_wh,
             "price": m.price_now(),
             "tariff_next_from": s.raw.get("tariff_next_from") or None,
