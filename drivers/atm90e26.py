@@ -71,6 +71,9 @@ _LNCHANGE = const(0x0080)
 _REVPCHG = const(0x0020)
 _ENSTATUS_LLINE = const(0x0800)
 _ENSTATUS_REVP = const(0x1000)
+_LASTDATA_TRIES = const(3)  # LastData reads after a mismatch before a read is given up
+_ENERGY_TRIES = const(5)  # ... and before an energy read is given up (three must agree)
+_BUS_HIGH = const(0xFFFF)  # what every read returns from a bus stuck high
 
 # Metering calibration block 21H..2BH and measurement block 31H..3AH, in address order.
 METERING = (
@@ -212,8 +215,15 @@ class ATM90E26:
         self.line_n = False  # anti-tamper: the chip meters the neutral line
         self.reverse = False
         self._lnchange = False
-        self._last_ms = None
+        self._last_ms = None  # when the energy registers were last emptied (read, reset)
         self._bad = 0  # consecutive failed polls
+        # forward energy the driver knows it lost, estimated (see `_lose`), as Wh + mWh,
+        # and the cases: energy reads rejected (they emptied the register) and resets
+        self.lost_wh = 0
+        self._lost_m = 0
+        self.lost_reads = 0
+        self.lost_resets = 0
+        self._p_est = 0  # the mean power last read, W: what a loss is estimated at
 
     # -- bus access ---------------------------------------------------------------
     def _xfer(self, b0, value):
@@ -231,16 +241,48 @@ class ATM90E26:
         return (rx[1] << 8) | rx[2]
 
     def read(self, addr):
-        """Read a register, verified against LastData; ChipError if it never agrees."""
+        """Read a register, verified against LastData; ChipError if it never agrees.
+
+        On a mismatch LastData (which a read leaves alone) is read up to
+        `_LASTDATA_TRIES` times more, until one value has come twice."""
         v = self._xfer(0x80 | addr, 0)
         last = self._xfer(0x80 | _LASTDATA, 0)
         if last == v:
             return v
-        again = self._xfer(0x80 | _LASTDATA, 0)
         self._event(EV_LASTDATA, addr)
-        if again == v or again == last:
-            return again
+        older = -1
+        for _ in range(_LASTDATA_TRIES):
+            again = self._xfer(0x80 | _LASTDATA, 0)
+            if again == v or again == last or again == older:
+                return again
+            older = last
+            last = again
         raise ChipError("LastData does not settle reading %02XH" % addr)
+
+    def _read_energy(self, addr):
+        """A read-clear energy register, billed only on three samples that agree, so two
+        identical bit errors cannot bill energy that never flowed: read() (two agree) and
+        one LastData read more. When that one differs, LastData is read up to
+        `_ENERGY_TRIES` times more: one more sample of the value read() gave, or three
+        LastData reads in a row that agree, settle it. ChipError if nothing does."""
+        v = self.read(addr)
+        x = self._xfer(0x80 | _LASTDATA, 0)
+        if x == v:
+            return v
+        self._event(EV_LASTDATA, addr)
+        run = 1  # LastData reads in a row that gave x
+        for _ in range(_ENERGY_TRIES):
+            y = self._xfer(0x80 | _LASTDATA, 0)
+            if y == v:
+                return v
+            if y == x:
+                run += 1
+                if run == 3:
+                    return x
+            else:
+                x = y
+                run = 1
+        raise ChipError("LastData does not confirm reading %02XH" % addr)
 
     def write(self, addr, value, tries=3):
         for _ in range(tries):
@@ -262,6 +304,9 @@ class ATM90E26:
             raise ChipError(
                 "no ATM90E26 answering (FuncEn %04XH CalStart %04XH)" % (funcen, calstart)
             )
+        if self._last_ms is not None:  # a restart: the reset emptied the registers
+            self.lost_resets += 1
+            self._lose()
         cal = self.cal
         self.write(_FUNCEN, cal["FuncEn"])
         self.write(_SAGTH, cal["SagTh"])
@@ -348,25 +393,37 @@ class ATM90E26:
                 return
             power = signed16(self.read(_PMEAN))
             en = self.read(_ENSTATUS)
-            # the read-clear energy last: a later failed read would throw it away
-            fwd = self.read(_APENERGY)
-            rev = self.read(_ANENERGY)
         except ChipError:
-            self.faults += 1
-            self.power_w = 0
-            self._bad += 1
-            if self._bad >= 3:  # a bus that stays bad: start over
-                self.ok = False
+            self._failed()
             return
-        self._bad = 0
-        dt = self._diff(now, self._last_ms)
+        self._p_est = power if power > 0 else 0
+        # The read-clear energy last, forward first, each billed once it is good: a read
+        # that fails after it cannot throw it away.
+        limit = self._max_raw(self._diff(now, self._last_ms))
+        try:
+            fwd = self._read_energy(_APENERGY)
+        except ChipError:  # the read emptied the register: its energy is gone
+            self._failed()
+            self._lost_read()
+            return
+        if fwd > limit:
+            # never bill what could not flow: a dead bus reads FFFFH = 6553.5 pulses
+            self.faults += 1
+            self._event(EV_JUMP, fwd)
+            if fwd != _BUS_HIGH:  # a bus stuck high never reached the chip: unread
+                self._lost_read()
+            return
         self._last_ms = now
-        limit = self._max_raw(dt)
-        if fwd > limit or rev > limit:
-            # a dead bus reads FFFFH = 6553.5 pulses; never bill what could not flow
+        try:
+            rev = self._read_energy(_ANENERGY)
+        except ChipError:  # reverse energy is not billed: only counted as a fault
+            self._failed()
+            rev = 0
+        if rev > limit:
             self.faults += 1
-            self._event(EV_JUMP, fwd if fwd > rev else rev)
-            return
+            self._event(EV_JUMP, rev)
+            rev = 0
+        self._bad = 0
         if fwd:
             acc = self._fwd_rem + fwd * 100000
             q = acc // self.mc
@@ -392,6 +449,11 @@ class ATM90E26:
         elif self.reverse and not en & _ENSTATUS_REVP:
             self.reverse = False
         line_n = not en & _ENSTATUS_LLINE
+        if line_n != self.line_n:  # read once more: two equal bit errors are no tamper
+            try:
+                line_n = not self.read(_ENSTATUS) & _ENSTATUS_LLINE
+            except ChipError:
+                line_n = self.line_n
         if line_n != self.line_n:
             self.line_n = line_n
             if line_n:
@@ -400,8 +462,36 @@ class ATM90E26:
             self._event(EV_TAMPER, 0)  # to N and back to L between two polls
         self.power_w = power if power > 0 else 0
 
+    def _failed(self):
+        """A read of this poll did not settle."""
+        self.faults += 1
+        self.power_w = 0
+        self._bad += 1
+        if self._bad >= 3:  # a bus that stays bad: start over
+            self.ok = False
+
+    def _lost_read(self):
+        self.lost_reads += 1
+        self._lose()
+
+    def _lose(self):
+        """The energy registers were emptied without being billed (a rejected energy read,
+        a reset): count the energy metered since they were last emptied, estimated as the
+        last good mean power over that time (at most `max_w`), as lost; from now on."""
+        now = self._now()
+        if self._last_ms is not None:
+            ms = self._diff(now, self._last_ms)
+            p = self._p_est if self._p_est < self.max_w else self.max_w
+            if ms > 0 and p:
+                m = self._lost_m + p * ms // 3600
+                self.lost_wh += m // 1000
+                self._lost_m = m % 1000
+        self._last_ms = now
+
     def _healthy(self):
         funcen = self.read(_FUNCEN)
+        if funcen != self.cal["FuncEn"]:
+            funcen = self.read(_FUNCEN)  # once more: two identical bit errors are no reset
         if funcen != self.cal["FuncEn"]:
             self.faults += 1
             if funcen == 0xFFFF or funcen == 0:
@@ -410,6 +500,10 @@ class ATM90E26:
                 self._event(EV_RESET, funcen)
             return False
         status = self.read(_SYSSTATUS)
+        if status & (_CALERR | _ADJERR | _LNCHANGE) and self._xfer(0x80 | _LASTDATA, 0) != status:
+            # a flag two equal bit errors could have made, not confirmed by a third sample:
+            # ignored (read-clear; a checksum error raises its flag again at the next poll)
+            status = 0
         if status & (_CALERR | _ADJERR):
             self.faults += 1
             self._event(EV_CHECKSUM, status)
@@ -432,6 +526,11 @@ class ATM90E26:
     @property
     def rev_mwh(self):
         return self.rev_wh * 1000 + self._rev_m
+
+    @property
+    def lost_mwh(self):
+        """Forward energy the driver knows it lost, estimated, mWh (not billed)."""
+        return self.lost_wh * 1000 + self._lost_m
 
     def calibration_for(self, **refs):
         """A new calibration dict from reference readings (drivers/atm90e26_cal.py

@@ -16,7 +16,12 @@ event, and otherwise when the unsaved charges reach `persist_money` (but not soo
 than `persist_min_s` after the previous save, which caps the flash writes at any load)
 or `persist_s` has passed: docs/storage.md derives from these the most a
 power cut can lose and the flash life. Every task survives its own
-errors: it logs, waits and carries on; metering never depends on the network.
+errors: it logs, waits and carries on; metering never depends on the network. An
+exception that still escapes a task is counted and logged, and the task starts again a
+second later (`_supervise`); one an event listener raises is counted and logged and
+never stops the tick or the driver's recovery that emitted the event. Errors are
+counted in `errors` (status, the state message, tech.status()) and printed at most
+once per `ERROR_LOG_MS` with the number not printed.
 """
 
 import asyncio
@@ -32,6 +37,8 @@ from firmware.billing.settings import Settings
 from firmware.billing.tariff import in_windows
 from firmware.billing.wallclock import WallClock
 from firmware.storage import record
+
+ERROR_LOG_MS = 10000  # at most one error line per 10 s on the console
 
 _PATTERN = {
     ev.LOW_CREDIT: "low_credit",
@@ -60,6 +67,14 @@ def _pick(state, at):
     return tuple(state[i] for i in at)
 
 
+def _fresh(flag):
+    """A new asyncio.Event set as `flag` is."""
+    e = asyncio.Event()
+    if flag.is_set():
+        e.set()
+    return e
+
+
 class App:
     def __init__(self, board, settings, tick_ms=1000, key=None, key_path=None, on_settings=None):
         self.board = board
@@ -71,6 +86,9 @@ class App:
         self.comms = None  # firmware/comms/mqtt/conversation.py when the settings name a broker
         self.sms = None  # firmware/sms.Notifier when the settings bind a phone number
         self.errors = 0
+        self._err_logged_at = None  # ticks_ms of the last error line printed
+        self._err_unlogged = 0  # errors counted since then but not printed
+        self.error_write = sys.stdout.write  # where error lines go (the console)
         self.ticks = 0
         self._acc_ms = 0
         self._relay_flag = asyncio.Event()
@@ -80,7 +98,7 @@ class App:
         self.relay_hold = False  # a technician's relay test owns the relay while True
         self.watchdog = None  # machine.WDT (start-up arms it on the board)
         self.watchdog_ms = 0
-        self.extra_tasks = []  # coroutines start-up adds (the technician's console)
+        self.extra_tasks = []  # coroutines, or functions making them, start-up adds (console)
         if board.indicator is not None:
             board.indicator.quiet = self.quiet_now
         self.entry = None  # firmware/keyentry.Entry when the board has a keypad
@@ -103,6 +121,7 @@ class App:
             self.boots += 1
         self.boots_saved = False  # this start's number is not in the journal yet
         self.meter.log.listeners.append(self._on_event)
+        self.meter.log.on_error = self._listener_error
         if hasattr(board.source, "on_event"):  # the metering chip reports its faults
             board.source.on_event = self._source_event
         if hasattr(board.source, "start"):  # metering starts with the meter
@@ -131,6 +150,10 @@ class App:
         secs = acc // 1000
         self._acc_ms = acc - secs * 1000
         m = self.meter
+        # A tick is priced at its start (firmware/billing/meter.py): the passive tariff
+        # bills the first tick that starts at or after its activation time.
+        if m.settings.tariff_next_from and m.clock.stamp() >= m.settings.tariff_next_from:
+            self._activate_tariff()
         m.tick(secs, src.mwh, src.power_w)
         self.ticks += 1
         if m.control.control_state == CONNECTED:
@@ -139,8 +162,6 @@ class App:
         elif self.board.relay.closed is not False:
             self._relay_flag.set()
         s = m.settings
-        if s.tariff_next_from and m.clock.stamp() >= s.tariff_next_from:
-            self._activate_tariff()
         clk = self.board.clock
         since = clk.ticks_diff(clk.ticks_ms(), self._saved_at)
         if since >= s.persist_s * 1000 or (
@@ -229,6 +250,8 @@ class App:
             "open_reasons": ctl.open_reasons,
             "relay": self.board.relay.closed,
             "power_w": getattr(self.board.source, "power_w", 0),
+            # energy the metering chip's driver knows it lost, Wh (docs/metering.md)
+            "meter_lost_wh": getattr(self.board.source, "lost_wh", 0),
             "energy_wh": led.energy_wh,
             "price": m.price_now(),
             "tariff_next_from": s.raw.get("tariff_next_from") or None,
@@ -337,24 +360,66 @@ class App:
             self.entry.expire()
 
     def tasks(self):
-        out = [self.metering_task(), self.relay_task(), self.persist_task()]
+        """The meter's tasks as coroutines, each under `_supervise`.
+
+        The relay and persist flags are made afresh, set as they were, for the loop the
+        tasks run in (CPython binds an Event to its first loop; a host test may run one
+        App in several loops)."""
+        self._relay_flag = _fresh(self._relay_flag)
+        self._persist_flag = _fresh(self._persist_flag)
+        sv = self._supervise
+        out = [
+            sv("metering", self.metering_task),
+            sv("relay", self.relay_task),
+            sv("persist", self.persist_task),
+        ]
         if self.entry is not None:
-            out += [self.board.keypad.run(self.entry.key), self.entry_task()]
+            keypad = self.board.keypad
+            out += [sv("keypad", lambda: keypad.run(self.entry.key)), sv("entry", self.entry_task)]
         if self.display is not None:
-            out.append(self.display.run())
+            out.append(sv("display", self.display.run))
         if self.watchdog is not None:
-            out.append(self.watchdog_task())
+            out.append(sv("watchdog", self.watchdog_task))
         if self.board.indicator is not None:
-            out.append(self.board.indicator.run())
+            out.append(sv("indicator", self.board.indicator.run))
         if self.comms is not None:
-            out += [self.comms.link.run(), self.comms.run()]
-        return out + self.extra_tasks
+            out += [sv("link", self.comms.link.run), sv("comms", self.comms.run)]
+        return out + [sv("task", t) for t in self.extra_tasks]
+
+    async def _supervise(self, name, task):
+        """Run `task` (a function that makes the coroutine, or a coroutine); an exception
+        it lets out is counted and logged and, when it can be made again, the task starts
+        again a second later. A task that returns is done."""
+        while True:
+            again = callable(task)
+            try:
+                await (task() if again else task)
+                return
+            except Exception as e:
+                self.report_error(name, e)
+            if not again:
+                return  # a coroutine object cannot start again
+            await self.board.clock.sleep_ms(1000)
 
     async def run(self):
         await asyncio.gather(*[asyncio.create_task(t) for t in self.tasks()])
 
+    def _listener_error(self, exc):
+        self.report_error("event listener", exc)
+
     def report_error(self, where, exc):
-        """A task's fault (metering, relay, persist, comms...): counted in `errors` (the
-        state and tech.status() show it) and printed; the task goes on."""
+        """A task's or listener's fault (metering, relay, persist, comms...): counted in
+        `errors` (the state and tech.status() show it) and printed, at most one line per
+        ERROR_LOG_MS (the next line says how many were not printed); the task goes on."""
         self.errors += 1
-        sys.stdout.write("app: " + where + " error: " + repr(exc) + "\n")
+        clk = self.board.clock
+        now = clk.ticks_ms()
+        last = self._err_logged_at
+        if last is not None and clk.ticks_diff(now, last) < ERROR_LOG_MS:
+            self._err_unlogged += 1
+            return
+        self._err_logged_at = now
+        more = self._err_unlogged
+        self._err_unlogged = 0
+        tail = " (and " + str(more) + " more not printed)" if more else ""
+        self.error_write("app: " + where + " error: " + repr(exc) + tail + "\n")

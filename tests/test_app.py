@@ -385,6 +385,163 @@ def test_energy_source_fault_does_not_stop_metering():
         _rmtree(d)
 
 
+class SteadySource:
+    """An energy source that reads the same energy at every poll."""
+
+    def __init__(self, mwh):
+        self.mwh = mwh
+        self.power_w = 0
+
+    def poll(self):
+        pass
+
+
+def test_a_tick_is_priced_at_its_start_by_the_tou_band_and_the_passive_tariff_alike():
+    # bands by the minute: 12:00-12:01 at 1.0000, 12:01-13:00 at 2.0000, else 0.1000;
+    # every tick reads 100 Wh: 1 cent at 0.1000 per kWh, 10 at 1.0000, 50 at 5.0000
+    tou = {
+        "type": "tou",
+        "bands": [
+            {"from": "12:00", "to": "12:01", "price_per_kwh": "1.0000"},
+            {"from": "12:01", "to": "13:00", "price_per_kwh": "2.0000"},
+        ],
+        "default_price_per_kwh": "0.1000",
+    }
+    d = _tmpdir()
+    try:
+        s = _settings(
+            {
+                "tariff": tou,
+                "tariff_next": {"type": "flat", "price_per_kwh": "5.0000"},
+                "tariff_next_from": "2026-01-05T12:01:15",
+            }
+        )
+        board, app = _app(d, s, start=(2026, 1, 5, 12 * 3600 - 5), balance=100000)
+        board.source = SteadySource(100000)
+        led = app.meter.ledger
+
+        def tick(seconds):
+            before = led.charged
+            app.step(seconds * 1000)
+            return led.charged - before
+
+        assert tick(7) == 1  # 11:59:55-12:00:02 crosses into the band: priced at 11:59:55
+        assert tick(58) == 10  # 12:00:02-12:01:00 ends where the next band starts
+        assert tick(10) == 20  # 12:01:00-12:01:10 starts at the band's first second
+        assert tick(10) == 20  # 12:01:10-12:01:20 crosses the activation at 12:01:15
+        assert tick(10) == 50  # 12:01:20-12:01:30: the first tick after it starts
+        acts = [e for e in app.meter.log.items if e[1] == ev.TARIFF_ACTIVATED]
+        assert [e[0] - app.meter.clock.stamp() for e in acts] == [-10]
+        app.change_settings(
+            {
+                "tariff_next": {"type": "flat", "price_per_kwh": "3.0000"},
+                "tariff_next_from": "2026-01-05T12:01:30",
+            }
+        )
+        assert tick(10) == 30  # 12:01:30-12:01:40 starts at the activation time
+    finally:
+        _rmtree(d)
+
+
+# -- contained errors: event listeners and tasks -------------------------------------
+
+
+def _bad_listener(stamp, kind, balance, value):
+    raise RuntimeError("listener bug")
+
+
+def test_a_failing_event_listener_never_stops_the_tick():
+    d = _tmpdir()
+    try:
+        s = _settings({"low_credit_repeat_s": 1})
+        board, app = _app(d, s, balance=205)  # low credit in 6 s, then a reminder a second
+        lines = []
+        app.error_write = lines.append
+        heard = []
+        app.meter.log.listeners.insert(0, _bad_listener)  # before the app's own listener
+        app.meter.log.listeners.append(lambda *e: heard.append(e[1]))
+        board.clock.at(0, lambda: board.source.set_watts(36000))  # 1 cent a second
+        _run(board, app, 60000)
+        assert app.ticks == 60
+        assert app.meter.ledger.balance == 205 - 60
+        assert ev.LOW_CREDIT in heard and ev.LOW_CREDIT_REMINDER in heard
+        n = app.meter.log.listener_errors
+        assert n == len(heard) > 40  # every event, every listener after the bad one too
+        assert app.errors == n  # counted where the status shows it
+        assert app.status()["errors"] == n
+        # one line per 10 s at most, each saying how many it did not print
+        assert 5 <= len(lines) <= 7
+        assert "listener bug" in lines[0] and "more not printed" in lines[1]
+    finally:
+        _rmtree(d)
+
+
+def test_a_listener_failing_during_the_chip_recovery_loses_no_tick():
+    from drivers import atm90e26
+
+    d = _tmpdir()
+    try:
+        s = _settings()
+        board = SimBoard(MONDAY_NOON, d, s, meter="chip", store="file")
+        app = App(board, s, key=KEY)
+        commission.open_account(app.meter, 100000)
+        app.error_write = lambda line: None
+        recovery = (atm90e26.EV_RESET, atm90e26.EV_RECOVERED)
+
+        def fails_on_chip_events(stamp, kind, balance, value):
+            if kind in recovery:
+                raise RuntimeError("listener bug")
+
+        app.meter.log.listeners.insert(0, fails_on_chip_events)
+        board.clock.at(0, lambda: board.mains.set_load(230.0, 10.0))
+        board.clock.at(100500, board.chip.reset)  # brown-out of the chip
+        _run(board, app, 300000)
+        chip = board.source
+        assert app.ticks == 300  # none lost
+        assert chip.reinits == 1  # one recovery, not one a tick
+        assert board.chip.resets == 3  # start-up, the brown-out, the one recovery
+        assert app.meter.log.listener_errors == 2 and app.errors == 2
+        kinds = [e[1] for e in app.meter.log.items]
+        assert kinds.count(atm90e26.EV_RESET) == 1 and kinds.count(atm90e26.EV_RECOVERED) == 1
+        led = app.meter.ledger
+        # billed on after the recovery: the load ran 300 s, at most a few seconds lost
+        assert 2300 * 290 // 3600 <= led.energy_wh <= 2300 * 300 // 3600
+    finally:
+        _rmtree(d)
+
+
+def test_a_task_that_raises_is_counted_and_started_again_and_metering_goes_on():
+    d = _tmpdir()
+    try:
+        board, app = _app(d, _settings(), balance=100000)
+        lines = []
+        app.error_write = lines.append
+        runs = []
+
+        async def flaky():
+            runs.append(board.clock.now)
+            await board.clock.sleep_ms(4000)
+            raise ValueError("task bug")
+
+        async def once():
+            await board.clock.sleep_ms(500)
+            raise KeyError("gone")
+
+        app.extra_tasks += [flaky, once()]  # a factory is started again, a coroutine not
+        board.clock.at(0, lambda: board.source.set_watts(3600))
+        _run(board, app, 60000)
+        assert app.ticks == 60
+        led = app.meter.ledger
+        assert led.energy_wh * 1000 + led.energy_mwh == 60000  # 1 Wh a second, all billed
+        assert runs[:3] == [0, 5000, 10000]  # restarted a second after each failure
+        assert len(runs) == 13  # the 13th started at 60 s
+        assert app.errors == 12 + 1  # the flaky task's failures and the coroutine's one
+        assert app.status()["errors"] == 13
+        assert "KeyError" in lines[0] and len(lines) <= 7
+    finally:
+        _rmtree(d)
+
+
 # -- the state file -------------------------------------------------------------
 
 

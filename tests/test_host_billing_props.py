@@ -2,9 +2,10 @@
 
 Oracles are independent of the firmware: exact arithmetic with fractions.Fraction, the
 weekday from datetime, and a time-of-use / block tier model written here from the
-documented semantics (a band with from >= to runs from `from` on a listed day to `to`
+documented semantics (a band with to < from runs from `from` on a listed day to `to`
 the next morning; block tiers count the calendar month's energy, split to the mWh).
-A tick is priced at the clock time after it advanced (Meter.tick advances first).
+A tick is priced at its start, the clock time before it advances, and its energy counts
+in the month it started in (docs/billing.md).
 """
 
 from datetime import datetime, timedelta
@@ -185,11 +186,7 @@ def run_meter(decimals, cfg, model, start, ticks, standing):
     elapsed = 0
     for seconds, mwh in ticks:
         meter.tick(seconds, mwh, 0)
-        elapsed += seconds
-        when = start + timedelta(seconds=elapsed)
-        if (when.year, when.month) != month:
-            month = (when.year, when.month)
-            month_mwh = 0
+        when = start + timedelta(seconds=elapsed)  # the tick's start prices it
         if model[0] == "flat":
             num = mwh * model[1]
         elif model[0] == "tou":
@@ -198,6 +195,11 @@ def run_meter(decimals, cfg, model, start, ticks, standing):
             num = block_numerator(model[1], month_mwh, mwh)
         exact += Fraction(num, CHARGE_SCALE)
         month_mwh += mwh
+        elapsed += seconds
+        when = start + timedelta(seconds=elapsed)
+        if (when.year, when.month) != month:
+            month = (when.year, when.month)
+            month_mwh = 0
         c = meter.clock
         assert (c.year, c.month, c.day, c.wday) == (
             when.year,
@@ -269,10 +271,10 @@ def test_meter_price_now_matches_the_oracle(data, start):
         mwh = data.draw(st.integers(0, 5000000))
         meter.tick(step, mwh, 0)
         when += timedelta(seconds=step)
+        month_mwh += mwh  # the tick's energy counts in the month it started in
         if (when.year, when.month) != month:
             month = (when.year, when.month)
             month_mwh = 0
-        month_mwh += mwh
         if model[0] == "flat":
             want = model[1]
         elif model[0] == "tou":

@@ -554,6 +554,38 @@ def test_max_power_and_credit_reasons_combine():
     assert _count(m, ev.DISCONNECT) == 1
 
 
+def test_no_low_credit_reminders_while_off_for_max_power_or_waiting_for_the_button():
+    m = _mp_meter(reconnect_needs_button=True)
+    m.ledger.balance = 150  # below low_credit (2.00): reminders every 60 s while on
+    m.control.evaluate()
+    assert _count(m, ev.LOW_CREDIT) == 1
+    _load(m, 10, 7000)  # trip: off for max power, retry after 60 s
+    _load(m, 60, 7000)
+    assert m.control.control_state == READY_FOR_RECONNECTION
+    _load(m, 600, 7000)  # the button is not pressed: still off
+    assert _count(m, ev.LOW_CREDIT_REMINDER) == 0
+    assert m.control.press_button()
+    for _ in range(3):  # trips 2 and 3: locked out
+        _load(m, 10, 7000)
+        if m.control.control_state == READY_FOR_RECONNECTION:
+            assert m.control.press_button()
+        _load(m, 60, 0)
+        if m.control.control_state == READY_FOR_RECONNECTION:
+            assert m.control.press_button()
+    assert m.control.open_reasons & policy.OPEN_LOCKOUT
+    on = _count(m, ev.LOW_CREDIT_REMINDER)  # while the supply was on between the trips
+    _load(m, 3600, 0)  # an hour locked out: no buzzer, LED or message
+    assert _count(m, ev.LOW_CREDIT_REMINDER) == on
+    assert m.control.clear_lockout()
+    assert m.control.control_state == READY_FOR_RECONNECTION
+    _load(m, 600, 0)
+    assert _count(m, ev.LOW_CREDIT_REMINDER) == on
+    assert m.control.press_button()
+    back = m.clock.stamp()
+    _load(m, 130, 0)  # on again and still low: the overdue reminder, then every 60 s
+    assert [e[0] - back for e in _events(m, ev.LOW_CREDIT_REMINDER)[on:]] == [1, 61, 121]
+
+
 # -- standing charge -----------------------------------------------------------------
 
 

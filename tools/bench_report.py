@@ -40,7 +40,7 @@ NOTES = """\
   Python, work the board does not do; `loop_tick_us` and `loop_tick_us_ui` are therefore
   measured in real time on MicroPython's own scheduler.
 - `tick_us_chip_model` is mostly the chip model's own register arithmetic in Python; the
-  12 SPI transfers of a tick are separate 3-byte transfers, so no GC pause can reach the
+  14 SPI transfers of a tick are separate 3-byte transfers, so no GC pause can reach the
   chip's 6 ms abort. `loop_tick_us` is above `tick_us` because the process sleeps
   between ticks and each one starts cold.
 - `reconnect_s` is mostly the conversation's 1 s pause between sessions (the modem

@@ -3,8 +3,11 @@
 Every event has a time (meter stamp: seconds since 2000-01-01 local), a kind (one of
 the names below), the balance after it (minor units) and one integer detail (an
 amount, a power in watts or a reason mask). Listeners (indicators, comms, the
-simulator's report) are called with the same four values. Emitting allocates the
-record, so events are kept out of the steady-state tick: they happen on changes.
+simulator's report) are called with the same four values. A listener that raises is
+counted in `listener_errors` and handed to `on_error(exc)` (the app counts and logs
+it); the event stays logged, the other listeners still hear it and the emitter (the
+metering tick, a driver's recovery) carries on. Emitting allocates the record, so events
+are kept out of the steady-state tick: they happen on changes.
 """
 
 LOW_CREDIT = "low_credit"
@@ -51,6 +54,8 @@ class EventLog:
         self.items = []
         self.total = 0
         self.listeners = []
+        self.listener_errors = 0
+        self.on_error = None  # fn(exc): told of each listener's exception
 
     def emit(self, stamp, kind, balance, value=0):
         rec = (stamp, kind, balance, value)
@@ -59,7 +64,12 @@ class EventLog:
         self.items.append(rec)
         self.total += 1
         for fn in self.listeners:
-            fn(stamp, kind, balance, value)
+            try:
+                fn(stamp, kind, balance, value)
+            except Exception as e:  # a listener's fault is its own, not the emitter's
+                self.listener_errors += 1
+                if self.on_error is not None:
+                    self.on_error(e)
 
     def last(self, n=10):
         return self.items[-n:]

@@ -50,16 +50,22 @@ class Meter:
         self.power_w = 0
 
     def tick(self, seconds, mwh, power_w):
-        """Advance `seconds`, bill `mwh` of energy, update credit control."""
+        """Bill `mwh`, the energy of the `seconds` now ending, then advance the clock and
+        update credit control.
+
+        A tick is priced at its start: the tariff, time-of-use band and block tier in
+        force when its interval began (the passive tariff's activation follows the same
+        rule, firmware/app.py), and its energy counts in the month it began in.
+        """
         c = self.clock
         led = self.ledger
         s = self.settings
-        c.advance(seconds)
-        if c.new_month:
-            self._new_month()
         if mwh:
             led.charge_energy(s.tariff.cost(mwh, c, led.month_wh, led.month_mwh))
             led.add_energy(mwh)
+        c.advance(seconds)
+        if c.new_month:
+            self._new_month()
         if s.standing_charge_per_day and (
             s.standing_charge_when_off or self.control.control_state == CONNECTED
         ):

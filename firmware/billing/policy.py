@@ -12,7 +12,7 @@ credit once the customer has invoked it), never inside a friendly window (weekda
 time ranges, listed holidays) -- the debt is then recovered from the next top-up;
 restored when the balance is back at `reconnect_min` (hysteresis: no chatter).
 Low credit: an event once per crossing below `low_credit`, then a reminder every
-`low_credit_repeat_s`. Max power: trip after `max_power_trip_s` over the limit, retry
+`low_credit_repeat_s` while the supply is on (none while it is off for any reason). Max power: trip after `max_power_trip_s` over the limit, retry
 after `max_power_retry_s`, lock out after `max_power_lockout_trips` trips within
 `max_power_lockout_window_s` until cleared by a technician or the back office.
 `update()` runs every tick and allocates nothing unless an event fires.
@@ -113,7 +113,7 @@ class CreditControl:
             elif (
                 s.low_credit_repeat_s
                 and self.now >= self.next_reminder
-                and not self.open_reasons & OPEN_CREDIT
+                and self.control_state == CONNECTED  # no reminder while off, for any reason
             ):
                 self.next_reminder = self.now + s.low_credit_repeat_s
                 self._emit(ev.LOW_CREDIT_REMINDER, 0)

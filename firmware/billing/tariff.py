@@ -33,8 +33,8 @@ class Flat:
 def in_window(mask, start, end, clock):
     """True when the clock's weekday is in `mask` and start <= time < end.
 
-    A window with end <= start runs over midnight: it matches from `start` on the
-    listed days until `end` the next morning.
+    A window with end < start runs over midnight: it matches from `start` on the
+    listed days until `end` the next morning (end == start is refused when parsed).
     """
     sod = clock.sod
     if start < end:

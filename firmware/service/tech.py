@@ -90,6 +90,7 @@ def status():
         "power_w": now["power_w"],
         "price_per_kwh": money.format_price(now["price"], dec),
         "energy_kwh": money.format_decimal(now["energy_wh"], 3),
+        "meter_lost_kwh": money.format_decimal(now["meter_lost_wh"], 3),
         "time": format_stamp(now["stamp"]),
         "ticks": now["ticks"],
         "late_ms_max": now["late_ms_max"],

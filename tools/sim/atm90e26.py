@@ -13,8 +13,10 @@ Attributes and hooks:
 - analog front end: `u_error`, `il_error`, `in_error` (fractional gain errors),
   `phase_error_deg` (L), `phase_error_n_deg` (N), `design_pga_l`/`design_pga_n`.
 - faults: `absent` (None | 'high' | 'low': MISO stuck, writes never arrive),
-  `miso_flip(n=1, bit=None)`, `stall_next_ms(ms)`, `reset()` (brown-out), `corrupt(addr,
-  value)` (ESD), `timeout_ms` (6), `rng_state` (seed of the flip bit choice).
+  `miso_flip(n=1, bit=None)`, `noise_every` (0, or SPI garbage: one MISO data byte in n
+  on average gets one random bit flipped), `stall_next_ms(ms)`, `reset()` (brown-out),
+  `corrupt(addr, value)` (ESD), `timeout_ms` (6), `rng_state` (seed of the flip bit
+  choice); `noise_flips` counts the garbage flips.
 - truth: `true_wh_forward`/`true_wh_reverse` (= pulses x 1000 / mc, what the energy
   registers sum to), `pulses_forward`/`pulses_reverse`, `true_varh_*`/`q_pulses_*`,
   `wh_lost_forward`/`wh_lost_reverse` (unread register energy killed by resets),
@@ -311,6 +313,8 @@ class ATM90E26Model:
         # faults
         self.absent = None
         self.rng_state = 0x2545F491
+        self.noise_every = 0
+        self.noise_flips = 0
         self._flips = []
         self._stall_next = 0
         # statistics
@@ -467,6 +471,11 @@ class ATM90E26Model:
         x ^= (x << 5) & 0xFFFFFFFF
         self.rng_state = x
         return x
+
+    def _mixed(self):
+        """24 well-mixed random bits (a multiplying output over _rand: successive
+        draws independent enough that two flips in a row are not the same bit)."""
+        return ((self._rand() * 0x9E3779B1) & 0xFFFFFFFF) >> 8
 
     # ---- chip state ---------------------------------------------------------------
 
@@ -909,6 +918,11 @@ class ATM90E26Model:
             if bit is None:
                 bit = self._rand() & 7
             out ^= 1 << bit
+        if self.noise_every:
+            r = self._mixed()
+            if (r >> 3) % self.noise_every == 0:
+                self.noise_flips += 1
+                out ^= 1 << (r & 7)
         if i == 2:
             self._complete_read(self._addr)
         return out

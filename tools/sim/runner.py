@@ -53,6 +53,9 @@ def out(obj):
     sys.stdout.write("\n")
 
 
+SPI_GARBAGE_EVERY = 20  # "spi_garbage": one MISO data byte in 20 gets a flipped bit
+
+
 def inject(chip, what):
     """Scenario fault steps on the chip model."""
     if chip is None:
@@ -69,6 +72,10 @@ def inject(chip, what):
         chip.reset()
     elif what == "corrupt_cs":
         chip.corrupt(0x23, chip.peek(0x23) ^ 0x0100)  # ESD flips a bit of Lgain
+    elif what == "spi_garbage":
+        chip.noise_every = SPI_GARBAGE_EVERY
+    elif what == "spi_clean":
+        chip.noise_every = 0
 
 
 def main(path):
@@ -208,6 +215,13 @@ def main(path):
     cuts = 0
     done = {"ticks": 0, "errors": 0, "saves": 0}
     done.update({"lost_mwh": 0, "lost_charge": 0, "lost_charge_max": 0})
+    seen = {"mwh": 0, "reads": 0, "resets": 0}  # what the dead meters' drivers counted lost
+
+    def add_seen(src):
+        seen["mwh"] += getattr(src, "lost_mwh", 0)
+        seen["reads"] += getattr(src, "lost_reads", 0)
+        seen["resets"] += getattr(src, "lost_resets", 0)
+
     while True:
         try:
             asyncio.run(go())
@@ -219,6 +233,7 @@ def main(path):
             clock.outage(min(end_ms, clock.now + outage[0] * 1000))
             board.power_on()
             saves = board.store.saves
+            add_seen(board.source)
             board.boot()
             boot()
             # what the dead meter had billed but not yet journaled
@@ -245,6 +260,7 @@ def main(path):
         true_mwh = int(board.chip.true_wh_forward * 1000 + 0.5)
         lost_mwh = int(board.chip.wh_lost_forward * 1000 + 0.5)
     led = meter.ledger
+    add_seen(board.source)
     out(
         {
             "final": {
@@ -255,6 +271,11 @@ def main(path):
                 "true_mwh": true_mwh,
                 "lost_mwh": lost_mwh,
                 "meter_faults": getattr(board.source, "faults", 0),
+                "seen_lost_mwh": seen["mwh"],
+                "seen_lost_reads": seen["reads"],
+                "seen_lost_resets": seen["resets"],
+                "spi_garbage_flips": board.chip.noise_flips if board.chip else 0,
+                "load_mwh": int(board.chip.load_wh_forward * 1000 + 0.5) if board.chip else 0,
                 "spi_transfers": board.chip.transfers if board.chip else 0,
                 "credited": led.credited,
                 "charged": led.charged,

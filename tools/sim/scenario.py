@@ -16,7 +16,16 @@ SIM_KEYS += ("flash_sectors", "vending_key", "enter")
 SIM_KEYS += ("screens", "keys")
 KEYPAD = "0123456789*#"  # the 4x3 pad the simulated board carries
 ACTIONS = ("button", "emergency_credit", "clear_lockout")
-FAULTS = ("absent_high", "absent_low", "present", "miso_flip", "chip_reset", "corrupt_cs")
+FAULTS = (
+    "absent_high",
+    "absent_low",
+    "present",
+    "miso_flip",
+    "chip_reset",
+    "corrupt_cs",
+    "spi_garbage",
+    "spi_clean",
+)
 METERS = ("chip", "ideal")
 
 
