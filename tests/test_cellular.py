@@ -32,7 +32,9 @@ from tools.sim.modem import ModemModel
 from tools.sim.uart import SimUART
 from tools.sim.vclock import VirtualClock
 
-MAX_GAP_MS = 25  # longest loop stall allowed while the modem works (measured: 2-5 ms)
+# longest loop stall allowed while the modem works (measured: 2-3 ms, also with the
+# machine's cores saturated by other processes: their load is taken out, see _real)
+MAX_GAP_MS = 25
 _BUSY = (errno.EAGAIN, getattr(errno, "EWOULDBLOCK", 11), getattr(errno, "EINPROGRESS", 115))
 
 # -- virtual-time rig ----------------------------------------------------------------
@@ -498,7 +500,7 @@ def _real(body, dialect="simcom", mode="echo", limit_ms=20000, baud=0, rxbuf=819
         backoff=Backoff(50, 400),
     )
     server = Server(mode)
-    box = {"gap": 0, "stop": False}
+    box = {"gap": 0, "wall": 0, "stop": False}
 
     async def serve():
         while not box["stop"]:
@@ -506,14 +508,24 @@ def _real(body, dialect="simcom", mode="echo", limit_ms=20000, baud=0, rxbuf=819
             await clock.sleep_ms(2)
 
     async def ticker():
+        # The loop's longest stall: the wall time between two wake-ups of a task that
+        # sleeps 1 ms, less the time the process waited for a CPU meanwhile (another
+        # process's load is not the driver blocking; a blocking call of the driver is
+        # in it, a sleep as much as work).
         t = clock.ticks_ms()
+        d = support.run_delay_us()
         while not box["stop"]:
             await clock.sleep_ms(1)
             now = clock.ticks_ms()
+            delay = support.run_delay_us()
             g = clock.ticks_diff(now, t)
+            if g > box["wall"]:
+                box["wall"] = g
+            if delay is not None:
+                g -= (delay - d) // 1000
             if g > box["gap"]:
                 box["gap"] = g
-            t = now
+            t, d = now, delay
 
     async def main():
         runner = asyncio.create_task(cell.run())
@@ -534,6 +546,9 @@ def _real(body, dialect="simcom", mode="echo", limit_ms=20000, baud=0, rxbuf=819
         assert clock.ticks_diff(clock.ticks_ms(), t0) < limit_ms
 
     asyncio.run(main())
+    print(
+        "loop gap: %d ms, %d ms of wall time with the waits for a CPU" % (box["gap"], box["wall"])
+    )
     return box.get("v"), box["gap"]
 
 
@@ -732,6 +747,35 @@ def test_slow_replies_and_garbage_during_a_transfer_keep_the_data_intact():
     (same, noise), gap = _real(body)
     assert same and noise > 0
     assert gap < MAX_GAP_MS, gap
+
+
+def test_a_urc_in_the_middle_of_a_binary_read_neither_corrupts_the_data_nor_is_lost():
+    # the data itself holds lines that read as the modems' URCs and finals, and during
+    # three reads more data arrives while the reply is on the wire: its data-waiting
+    # notice comes between the data and the OK (SIMCom). Nothing but that notice says
+    # there is more (the periodic unread check is pushed out of the test's reach).
+    lookalikes = b'\r\n+QIURC: "recv",0\r\n\r\n+CIPRXGET: 1,0\r\n\r\nOK\r\n+IPCLOSE: 0,1\r\n'
+    payload = lookalikes + _payload(600) + lookalikes
+    for dialect in ("simcom", "quectel"):
+
+        async def body(clock, model, cell, server):
+            sock = await cell.open("127.0.0.1", server.port, 5000)
+            cell.timeouts["rx_check"] = 600000
+            model.urc_mid_read = 3
+            got = []
+            for _ in range(3):
+                t0 = clock.ticks_ms()
+                got.append(await _echo(sock, payload, 3000))
+                got.append(clock.ticks_diff(clock.ticks_ms(), t0))
+            return got, model.mid_reads, sock.is_open, cell.at.urc_count
+
+        (got, mid_reads, is_open, urcs), gap = _real(body, dialect=dialect)
+        assert mid_reads == 3, (dialect, mid_reads)
+        for i in range(0, 6, 2):
+            assert got[i] == payload, dialect  # byte for byte: no line taken out of it
+            assert got[i + 1] < 2000, (dialect, got[i + 1])  # the rest came at once
+        assert is_open, dialect  # the "+IPCLOSE" inside the data closed nothing
+        assert gap < MAX_GAP_MS, gap
 
 
 def test_socket_sync_calls_never_wait():
