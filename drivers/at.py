@@ -120,6 +120,12 @@ def ints(text):
     return out
 
 
+def first_int(text):
+    """The first field of ints(text): '3,1' -> 3; None when absent or not an integer."""
+    v = ints(text)
+    return v[0] if v else None
+
+
 class _Pending:
     def __init__(self, cmd, resp, done, raw, prompt):
         self.cmd = cmd

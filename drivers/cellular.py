@@ -10,10 +10,13 @@ of it back after a link drop or a modem reboot, with exponential backoff and jit
     # then firmware/comms/mqtt/session.py's Session speaks MQTT over it
     cell.telemetry()  # state, reg (+roaming), csq, rssi_dbm, resets, drops, last_error
 
-Dialects: "simcom" (A7670/A76xx, SIM7600: AT+NETOPEN, AT+CIPOPEN, AT+CIPSEND with a fixed
-length, manual receive with AT+CIPRXGET=1/2, AT+CIPCLOSE; URCs +CIPRXGET: 1, +IPCLOSE,
-+CIPEVENT) and "quectel" (BG95/BG96: AT+QICSGP, AT+QIACT, AT+QIOPEN in buffer mode,
-AT+QISEND, AT+QIRD drained to 0, AT+QICLOSE; URCs +QIURC: "recv"/"closed"/"pdpdeact").
+Dialects, each in its own module loaded by the name the settings give (drivers/dialects.py),
+so a meter holds only the code of its modem: "simcom"
+(drivers/cellular_simcom.py: A7670/A76xx, SIM7600) and "quectel"
+(drivers/cellular_quectel.py: BG95/BG96). A dialect is a `Dialect` object with `links`,
+`power_off_cmd`, `net_errors` and `register(m)` (its URCs), `init`, `attach`, `open`,
+`send`, `recv`, `unread`, `close` (awaitables taking the Cellular). The AT facts each
+relies on, with their manuals: docs/modems.md.
 
 The socket and umqtt.simple (why it is shaped like this). umqtt.simple is synchronous:
 `connect()`, `subscribe()` and `publish(qos=1)` write a packet and then read the answer
@@ -28,9 +31,10 @@ That is the socket enforcing its own deadline (zero), and it is the same error a
 socket with a timeout raises, so umqtt cannot block forever. The MQTT layer therefore
 calls umqtt only when the bytes are there:
 
-- `await sock.wait_packet(ms)` (a whole MQTT packet buffered, by its Remaining Length),
-  then `client.check_msg()` for PUBLISH/PINGRESP, or read the packet itself with
-  `sock.read(n)` for the acks umqtt would desynchronise on (spec 1.6);
+- `await sock.wait_packet(size, ms)` (a whole packet buffered, framed by the caller's
+  `size`: the MQTT session's Remaining Length parser), then `client.check_msg()` for
+  PUBLISH/PINGRESP, or read the packet itself with `sock.read(n)` for the acks umqtt
+  would desynchronise on (docs/modems.md "umqtt.simple");
 - `publish(qos=0)`, `ping()`, `disconnect()` only write; `await sock.drain(ms)` after;
 - `connect()`, `subscribe()`, `publish(qos=1)` (call them with nothing buffered) write
   their packet and then raise `OSError(ETIMEDOUT)` from the read of the answer (nothing
@@ -45,8 +49,9 @@ socket and the modem has a deadline; the AT engine polls the UART between short 
 import errno
 
 from drivers.at import ATBusy, ATCommandError, ATEngine, ATError, ATReset, ATTimeout, ints
+from drivers import dialects
 from drivers.atmodem import ATModem
-from drivers.backoff import Backoff  # noqa: F401  (also imported from here)
+from drivers.backoff import Backoff
 
 # Modem states
 OFF = "off"
@@ -76,7 +81,7 @@ _OPEN = 1
 _CLOSING = 2  # close() called: flush, then AT close
 _CLOSED = 3
 
-# Defaults in ms (spec 2.7); override any with Cellular(timeouts={...})
+# Defaults in ms (docs/modems.md "Timeouts"); override any with Cellular(timeouts={...})
 TIMEOUTS = {
     "at": 5000,  # simple commands
     "probe": 1500,  # is the modem on already?
@@ -121,28 +126,6 @@ def csq_to_dbm(rssi):
     if rssi is None or rssi < 0 or rssi > 31:
         return None
     return -113 + 2 * rssi
-
-
-def mqtt_packet_len(buf):
-    """Length of the first whole MQTT packet in buf (fixed header + Remaining Length),
-    0 while it is incomplete. Raises ValueError on a malformed length."""
-    n = len(buf)
-    i = 1
-    rl = 0
-    shift = 0
-    while True:
-        if i >= n:
-            return 0
-        b = buf[i]
-        rl |= (b & 0x7F) << shift
-        i += 1
-        if not b & 0x80:
-            break
-        shift += 7
-        if shift > 21:
-            raise ValueError("MQTT remaining length over 4 bytes")
-    total = i + rl
-    return total if n >= total else 0
 
 
 class ModemSocket:
@@ -273,16 +256,20 @@ class ModemSocket:
             await clk.sleep_ms(self._modem.poll_ms)
         return len(self._rx)
 
-    async def wait_packet(self, timeout_ms=None):
-        """Wait until a whole MQTT packet is buffered; returns its length. At the end
-        of the stream raises OSError(ECONNRESET) (or returns 0 after a clean peer close
-        with nothing left); OSError(ETIMEDOUT) at the deadline."""
+    async def wait_packet(self, size, timeout_ms=None):
+        """Wait until a whole packet is buffered; returns its length. size(buf): the
+        protocol's framing, the length of the first whole packet in buf or 0 while it is
+        incomplete, ValueError when it cannot be framed (then OSError(EIO)); the MQTT
+        session gives firmware/comms/mqtt/packet.size, so the Remaining Length has one
+        parser and this driver knows nothing of MQTT. At the end of the stream raises
+        OSError(ECONNRESET) (or returns 0 after a clean peer close with nothing left);
+        OSError(ETIMEDOUT) at the deadline."""
         limit = self._deadline(timeout_ms)
         clk = self._modem.clock
         start = clk.ticks_ms()
         while True:
             try:
-                k = mqtt_packet_len(self._rx)
+                k = size(self._rx)
             except ValueError:
                 raise OSError(errno.EIO)
             if k:
@@ -376,12 +363,7 @@ class Cellular(ATModem):
         self.tx_max = tx_max
         self.at = at or ATEngine(uart, clock, poll_ms=poll_ms if poll_ms < 5 else 5, baud=baud)
         self.at.on_reset = self._on_reset
-        if dialect == "simcom":
-            self.dialect = _SIMCom()
-        elif dialect == "quectel":
-            self.dialect = _Quectel()
-        else:
-            raise ValueError("dialect must be 'simcom' or 'quectel'")
+        self.dialect = dialects.load("cellular", dialect)
         self.state = OFF
         self.reg = None  # registration <stat> 0..5 (best of CREG/CGREG/CEREG)
         self.roaming = False
@@ -831,273 +813,3 @@ class Cellular(ATModem):
         self._open_fails += 1
         if err in self.dialect.net_errors or self._open_fails >= 3:
             self._lost(LINK_LOST)  # the packet context is gone: attach again
-
-
-class _SIMCom:
-    """A7670/A76xx and SIM7600 TCP/IP toolkit: NETOPEN, CIPOPEN, CIPSEND, CIPRXGET."""
-
-    links = 10
-    power_off_cmd = "AT+CPOF"
-    net_errors = (2,)  # +CIPOPEN: <link>,2 network not opened
-
-    def register(self, m):
-        at = m.at
-        self.m = m
-        at.urc("+CIPRXGET: 1,", self._urc_rx)
-        at.urc("+IPCLOSE:", self._urc_ipclose)
-        at.urc("+CIPEVENT:", self._urc_netlost)
-        at.urc("+CIPOPEN:", self._urc_open)
-        at.urc("+NETOPEN:", self._urc_netopen)
-        at.urc("+CIPCLOSE:", _ignore)
-        at.urc("+NETCLOSE:", self._urc_netopen)  # the result of AT+NETCLOSE, the same way
-        at.urc("+CIPSEND:", _ignore)  # a late send confirmation
-        at.urc("+CEREG:", m._urc_reg)
-        at.urc("+CGREG:", m._urc_reg)
-        at.urc("+CREG:", m._urc_reg)
-        at.urc("+CPIN:", m._urc_cpin)
-
-    def _urc_rx(self, line):
-        s = self.m._socks.get(_int(line.split(",", 1)[1]))
-        if s is not None:
-            s.rx_pending = True
-
-    def _urc_ipclose(self, line):
-        s, v = self.m._sock(line[9:])
-        if s is not None:
-            s.eof = True
-            s.error = PEER_CLOSED if len(v) < 2 or v[1] == 1 else LINK_LOST
-
-    def _urc_netlost(self, line):
-        self.m._lost(LINK_LOST)
-
-    def _urc_open(self, line):
-        s, v = self.m._sock(line[9:])
-        if len(v) > 1:
-            self.m._opened(s, v[1])
-
-    def _urc_netopen(self, line):
-        # "+NETOPEN: <err>" / "+NETCLOSE: <err>": the result attach() waits for
-        self.m._pdp_result = _int(line[line.find(":") + 1 :])
-
-    async def init(self, m):
-        for cmd in ("AT+CREG=1", "AT+CGREG=1", "AT+CEREG=1"):
-            try:
-                await m.at.command(cmd, m.timeouts["at"])
-            except ATCommandError:
-                pass
-
-    async def attach(self, m):
-        at = m.at
-        t = m.timeouts
-        await at.command('AT+CGDCONT=1,"IP","%s"' % m.apn, t["at"])
-        if m.user:
-            await at.command('AT+CGAUTH=1,1,"%s","%s"' % (m.password, m.user), t["at"])
-        r = await at.command("AT+NETOPEN?", t["at"])
-        if _int(r.first("+NETOPEN:") or "0") == 1:
-            # left open from before a link loss: close it so the stack starts clean
-            m._pdp_result = None
-            try:
-                await at.command("AT+NETCLOSE", t["pdp_close"], resp="")
-                await _wait_result(m, t["pdp_close"])
-            except (ATCommandError, CellularError):
-                pass
-        m._pdp_result = None
-        await at.command("AT+NETOPEN", t["at"], resp="")
-        err = await _wait_result(m, t["pdp"])
-        if err != 0:
-            raise CellularError(PDP_FAILED, "+NETOPEN: %s" % err)
-        await at.command("AT+CIPRXGET=1", t["at"])
-
-    async def open(self, m, s, timeout_ms):
-        host, port = s.addr
-        await m.at.command(
-            'AT+CIPOPEN=%d,"TCP","%s",%d' % (s.link, host, port), timeout_ms, resp=""
-        )
-
-    async def send(self, m, s):
-        n = len(s._tx)
-        if n > m.max_chunk:
-            n = m.max_chunk
-        r = await m.at.command(
-            "AT+CIPSEND=%d,%d" % (s.link, n),
-            m.timeouts["send"],
-            done="+CIPSEND:",
-            data=bytes(s._tx[:n]),
-            prompt_ms=m.timeouts["prompt"],
-        )
-        v = ints(r.first("+CIPSEND:") or "")
-        cnf = v[2] if len(v) > 2 else None
-        if cnf is None or cnf <= 0:
-            raise ATCommandError(r.final, "SEND FAIL")
-        s._tx[:cnf] = b""
-        s.sent += cnf
-        s.send_fails = 0
-
-    async def recv(self, m, s):
-        want = s.rx_max - len(s._rx)
-        if want > m.max_chunk:
-            want = m.max_chunk
-        r = await m.at.command(
-            "AT+CIPRXGET=2,%d,%d" % (s.link, want),
-            m.timeouts["recv"],
-            resp="+CIPRXGET: 2,",
-            raw=_ciprxget_len,
-        )
-        v = ints(r.first("+CIPRXGET: 2,") or "")
-        s._rx.extend(r.data)
-        s.received += len(r.data)
-        if len(v) > 2 and v[2] is not None and v[2] > 0:
-            s.rx_pending = True
-
-    async def unread(self, m, s):
-        r = await m.at.command("AT+CIPRXGET=4,%d" % s.link, m.timeouts["at"], resp="+CIPRXGET: 4,")
-        v = ints(r.first("+CIPRXGET: 4,") or "")
-        return len(v) > 1 and v[1] is not None and v[1] > 0
-
-    async def close(self, m, s):
-        await m.at.command("AT+CIPCLOSE=%d" % s.link, m.timeouts["close"], resp="")
-
-
-class _Quectel:
-    """BG95/BG96 TCP/IP: QICSGP, QIACT, QIOPEN (buffer access mode), QISEND, QIRD."""
-
-    links = 12
-    power_off_cmd = "AT+QPOWD"
-    net_errors = (561, 570)  # open PDP context failed, PDP context broken down
-
-    def register(self, m):
-        at = m.at
-        self.m = m
-        at.urc('+QIURC: "recv",', self._urc_rx)
-        at.urc('+QIURC: "closed",', self._urc_closed)
-        at.urc('+QIURC: "pdpdeact",', self._urc_netlost)
-        at.urc("+QIURC:", _ignore)
-        at.urc("+QIOPEN:", self._urc_open)
-        at.urc("+CEREG:", m._urc_reg)
-        at.urc("+CGREG:", m._urc_reg)
-        at.urc("+CREG:", m._urc_reg)
-        at.urc("+CPIN:", m._urc_cpin)
-        at.urc("+QIND:", _ignore)
-        at.urc("+QUSIM:", _ignore)
-        at.urc("+CFUN:", _ignore)
-        self._deact = False
-
-    def _urc_rx(self, line):
-        s, v = self.m._sock(line[15:])
-        if s is not None:
-            s.rx_pending = True
-
-    def _urc_closed(self, line):
-        s, v = self.m._sock(line[17:])
-        if s is not None:
-            s.eof = True
-            s.error = PEER_CLOSED
-            s.rx_pending = True  # drain what is left, then QICLOSE (spec 2.4)
-
-    def _urc_netlost(self, line):
-        self._deact = True
-        self.m._lost(LINK_LOST)
-
-    def _urc_open(self, line):
-        s, v = self.m._sock(line[8:])
-        if len(v) > 1:
-            self.m._opened(s, v[1])
-
-    async def init(self, m):
-        for cmd in ('AT+QURCCFG="urcport","uart1"', "AT+CREG=1", "AT+CGREG=1", "AT+CEREG=1"):
-            try:
-                await m.at.command(cmd, m.timeouts["at"])
-            except ATCommandError:
-                pass
-
-    async def attach(self, m):
-        at = m.at
-        t = m.timeouts
-        await at.command(
-            'AT+QICSGP=1,1,"%s","%s","%s",%d' % (m.apn, m.user, m.password, 1 if m.user else 0),
-            t["at"],
-        )
-        if self._deact:
-            self._deact = False
-            try:
-                await at.command("AT+QIDEACT=1", t["pdp_close"])
-            except ATCommandError:
-                pass
-        r = await at.command("AT+QIACT?", t["at"])
-        for l in r.lines:
-            v = ints(l[7:])
-            if len(v) > 1 and v[0] == 1 and v[1] == 1:
-                return  # context 1 active
-        await at.command("AT+QIACT=1", t["pdp"])
-
-    async def open(self, m, s, timeout_ms):
-        host, port = s.addr
-        await m.at.command(
-            'AT+QIOPEN=1,%d,"TCP","%s",%d,0,0' % (s.link, host, port), timeout_ms, resp=""
-        )
-
-    async def send(self, m, s):
-        n = len(s._tx)
-        if n > m.max_chunk:
-            n = m.max_chunk
-        await m.at.command(
-            "AT+QISEND=%d,%d" % (s.link, n),
-            m.timeouts["send"],
-            data=bytes(s._tx[:n]),
-            prompt_ms=m.timeouts["prompt"],
-        )
-        s._tx[:n] = b""
-        s.sent += n
-        s.send_fails = 0
-
-    async def recv(self, m, s):
-        want = s.rx_max - len(s._rx)
-        if want > m.max_chunk:
-            want = m.max_chunk
-        r = await m.at.command("AT+QIRD=%d,%d" % (s.link, want), m.timeouts["recv"], raw=_qird_len)
-        n = len(r.data)
-        s._rx.extend(r.data)
-        s.received += n
-        if n > 0:  # buffer mode: drain until +QIRD: 0; after it a new URC says there is more
-            s.rx_pending = True
-
-    async def unread(self, m, s):
-        r = await m.at.command("AT+QIRD=%d,0" % s.link, m.timeouts["at"])
-        v = ints(r.first("+QIRD:") or "")
-        return len(v) > 2 and v[2] is not None and v[2] > 0
-
-    async def close(self, m, s):
-        await m.at.command("AT+QICLOSE=%d" % s.link, m.timeouts["close"])
-
-
-async def _wait_result(m, limit):
-    clk = m.clock
-    start = clk.ticks_ms()
-    gen = m._gen
-    while m._pdp_result is None:
-        if gen != m._gen:
-            raise CellularError(m.last_error or MODEM_RESET, "while attaching")
-        if clk.ticks_diff(clk.ticks_ms(), start) >= limit:
-            raise CellularError(PDP_FAILED, "no result")
-        m.at.poll()
-        await clk.sleep_ms(m.poll_ms)
-    return m._pdp_result
-
-
-def _ciprxget_len(line):
-    v = ints(line.split(":", 1)[1])
-    return v[2] if len(v) > 2 and v[2] is not None else 0
-
-
-def _qird_len(line):
-    v = ints(line.split(":", 1)[1])
-    return v[0] if len(v) == 1 and v[0] is not None else 0
-
-
-def _int(text):
-    v = ints(text)
-    return v[0] if v else None
-
-
-def _ignore(line):
-    pass

@@ -2,7 +2,7 @@
 
 Owns the LoRaWAN modem on drivers/at.py's engine: configuration (region, class, OTAA
 identities and key), the join with retries (exponential backoff with jitter: Backoff from
-drivers/cellular.py), uplinks with their confirmation, downlinks (class A after an uplink,
+drivers/backoff.py), uplinks with their confirmation, downlinks (class A after an uplink,
 class C at any time), the payload-size limit per region and data rate, a duty-cycle budget,
 modem reboots, and telemetry:
 
@@ -13,51 +13,56 @@ modem reboots, and telemetry:
     d = lora.take()                        # (port, payload, rssi, snr) or None
     lora.telemetry()                       # joined, dr, rssi, snr, uplinks, airtime_ms...
 
-What comes from the modems' manuals, cited in docs/lorawan.md "Sources"), and what is chosen here:
+The dialects are modules of their own, loaded by name (drivers/dialects.py): "rui3"
+(drivers/lorawan_rui3.py) and "e5" (drivers/lorawan_e5.py); a meter holds only the code of
+its modem. What comes from the modems' manuals (docs/modems.md), and what is chosen here:
 
-- RUI3 (spec 3.1, facts): `AT+NWM=1`, `AT+NJM=1`, `AT+CLASS=C`, `AT+BAND=<n>` (4 EU868, 5
-  US915, 6 AU915, 3 IN865, 8 AS923-1), `AT+MASK=`, `AT+DEVEUI=`, `AT+APPEUI=`, `AT+APPKEY=`,
-  `AT+CFM=0|1`, `AT+JOIN=w:x:y:z`, `AT+SEND=<port>:<hex>`; statuses `OK` and `AT_...`
-  (`AT_BUSY_ERROR`, `AT_NO_NETWORK_JOINED`, `AT_DUTYCYLE_RESTRICTED`, ...); events
-  `+EVT:JOINED`, `+EVT:JOIN FAILED` / `+EVT:JOIN_FAILED_RX_TIMEOUT`, `+EVT:TX_DONE`,
-  `+EVT:SEND_CONFIRMED_OK|FAILED` (older firmware: spaces instead of underscores), the
-  one-line downlink `+EVT:RX_1:<rssi>:<snr>:UNICAST:<port>:<hex>` (RX_2, RX_C, RX_3) and
-  the older three lines `+EVT:RX_1, RSSI r, SNR s` / `+EVT:UNICAST` / `+EVT:<port>:<hex>`.
-  Get replies echo the key (`AT+NJS=1`); a bare value line is accepted as well.
-  The manual asks to wait for a command's asynchronous event before the next command:
-  the driver holds its own lock from `AT+JOIN` / `AT+SEND` until the event (or deadline).
+- RUI3 facts (docs/modems.md "RAK3172 (RUI3)"): `AT+NWM=1`, `AT+NJM=1`, `AT+CLASS=C`,
+  `AT+BAND=<n>` (4 EU868, 5 US915, 6 AU915, 3 IN865, 8 AS923-1), `AT+MASK=`, `AT+DEVEUI=`,
+  `AT+APPEUI=`, `AT+APPKEY=`, `AT+CFM=0|1`, `AT+JOIN=w:x:y:z`, `AT+SEND=<port>:<hex>`;
+  statuses `OK` and `AT_...` (`AT_BUSY_ERROR`, `AT_NO_NETWORK_JOINED`,
+  `AT_DUTYCYLE_RESTRICTED`, ...); events `+EVT:JOINED`, `+EVT:JOIN FAILED` /
+  `+EVT:JOIN_FAILED_RX_TIMEOUT`, `+EVT:TX_DONE`, `+EVT:SEND_CONFIRMED_OK|FAILED` (older
+  firmware: spaces instead of underscores), the one-line downlink
+  `+EVT:RX_1:<rssi>:<snr>:UNICAST:<port>:<hex>` (RX_2, RX_C, RX_3) and the older three
+  lines `+EVT:RX_1, RSSI r, SNR s` / `+EVT:UNICAST` / `+EVT:<port>:<hex>`. Get replies
+  echo the key (`AT+NJS=1`); a bare value line is accepted as well. The manual asks to
+  wait for a command's asynchronous event before the next command: the driver holds its
+  own lock from `AT+JOIN` / `AT+SEND` until the event (or deadline).
 - RUI3 choices: `AT+JOIN=1:0:8:1` (one attempt, no auto-join: the retries and their
   backoff are the driver's); `AT+NWM` is only set when `AT+NWM=?` says otherwise; the
   engine is not sent `ATE0`/`AT+CMEE` (not RUI3 commands). The boot banner text is not in
-  the spec: lines starting with "RAKwireless" or "Current Work Mode" are taken for one
+  the manual: lines starting with "RAKwireless" or "Current Work Mode" are taken for one
   [unverified, configurable: banners=].
-- Wio-E5 (spec 3.2, facts): replies prefixed with the command (`+MODE: LWOTAA`), errors
-  `+<CMD>: ERROR(-n)`; `AT+JOIN` -> `+JOIN: Start` ... `Network joined` | `Join failed`
-  ... `Done`, `Joined already`, `LoRaWAN modem is busy`; `AT+MSGHEX="<hex>"` /
-  `AT+CMSGHEX=` on the port of `AT+PORT`, then `Start`, `Wait ACK`, `ACK Received`,
-  `PORT: p; RX: "<hex>"`, `RXWIN1, RSSI r, SNR s`, `Done`; "Please join network first";
-  class C downlinks as `+MSG: PORT: ...` / `+MSG: RXWIN...`. Choices: a confirmed uplink
-  whose `Done` comes without `ACK Received` is unacknowledged; a downlink is delivered at
-  its `PORT:` line (the RSSI/SNR line that follows updates the telemetry);
-  "No band in <n>ms" is read as the duty-cycle refusal and `AT+DR` (query) as giving
-  `DR<n>` [both from memory of the E5 firmware, unverified]; no E5 boot banner is known.
-- Payload limits (spec 3.3, LoRaMac-node `MaxPayloadOfDatarate`): the tables below, by
-  region and data rate (AU915/AS923 with dwell time 0 or 1). MAC commands in FOpts reduce
-  the room; `fopts_margin` (default 0) reserves bytes for them. An oversized uplink is
-  refused with LoRaError(TOO_LONG) and never reaches the modem.
-- Time on air: not in the spec; Semtech's LoRa formula (AN1200.13) with LoRaWAN's framing
-  (13 bytes of MHDR, FHDR, FPort and MIC around the payload, 8 preamble symbols, explicit
-  header, CRC on, coding rate 4/5, low-data-rate optimisation at SF11/SF12 on 125 kHz).
-  The SF/bandwidth of each DR are the LoRaWAN Regional Parameters' (not in the spec).
-- Duty cycle (spec 3.4): EU868's sub-bands are 1 % (0.1 % and 10 % for others); after an
-  uplink of time on air T the band is off for T/duty - T (the spec's Toff). The driver
-  cannot see which channel the modem picks, so it applies 1 % to every uplink in EU868 (the
-  default channels' band: conservative); US915/AU915/AS923/IN865 have no duty cycle by
-  default (override with duty_div=). Optionally a daily airtime budget (TTN's fair use:
-  daily_airtime_ms=30000) as a leaky bucket. An uplink that must wait is held (the loop
-  runs on) when the wait fits its deadline, else refused with LoRaError(DUTY_CYCLE).
-  Only the first transmission of a confirmed uplink is charged (retransmissions are the
-  modem's and invisible); join requests are left to the modem's own duty cycle.
+- Wio-E5 facts (docs/modems.md "Wio-E5"): replies prefixed with the command
+  (`+MODE: LWOTAA`), errors `+<CMD>: ERROR(-n)`; `AT+JOIN` -> `+JOIN: Start` ...
+  `Network joined` | `Join failed` ... `Done`, `Joined already`, `LoRaWAN modem is busy`;
+  `AT+MSGHEX="<hex>"` / `AT+CMSGHEX=` on the port of `AT+PORT`, then `Start`, `Wait ACK`,
+  `ACK Received`, `PORT: p; RX: "<hex>"`, `RXWIN1, RSSI r, SNR s`, `Done`; "Please join
+  network first"; class C downlinks as `+MSG: PORT: ...` / `+MSG: RXWIN...`. Choices: a
+  confirmed uplink whose `Done` comes without `ACK Received` is unacknowledged; a
+  downlink is delivered at its `PORT:` line (the RSSI/SNR line that follows updates the
+  telemetry); "No band in <n>ms" is read as the duty-cycle refusal and `AT+DR` (query) as
+  giving `DR<n>` [both unverified]; no E5 boot banner is known.
+- Payload limits (docs/modems.md "Payload limits", LoRaMac-node `MaxPayloadOfDatarate`):
+  the tables below, by region and data rate (AU915/AS923 with dwell time 0 or 1). MAC
+  commands in FOpts reduce the room; `fopts_margin` (default 0) reserves bytes for them.
+  An oversized uplink is refused with LoRaError(TOO_LONG) and never reaches the modem.
+- Time on air: Semtech's LoRa formula (AN1200.13, docs/lorawan.md "Sources") with
+  LoRaWAN's framing (13 bytes of MHDR, FHDR, FPort and MIC around the payload, 8 preamble
+  symbols, explicit header, CRC on, coding rate 4/5, low-data-rate optimisation at
+  SF11/SF12 on 125 kHz). The SF/bandwidth of each DR are the LoRaWAN Regional
+  Parameters'.
+- Duty cycle (docs/modems.md "Duty cycle and timing"): EU868's sub-bands are 1 % (0.1 %
+  and 10 % for others); after an uplink of time on air T the band is off for T/duty - T
+  (Toff). The driver cannot see which channel the modem picks, so it applies 1 % to every
+  uplink in EU868 (the default channels' band: conservative); US915/AU915/AS923/IN865 have
+  no duty cycle by default (override with duty_div=). Optionally a daily airtime budget
+  (TTN's fair use: daily_airtime_ms=30000) as a leaky bucket. An uplink that must wait is
+  held (the loop runs on) when the wait fits its deadline, else refused with
+  LoRaError(DUTY_CYCLE). Only the first transmission of a confirmed uplink is charged
+  (retransmissions are the modem's and invisible); join requests are left to the modem's
+  own duty cycle.
 - Keys: the AppKey (and EUIs) go only into the configuration commands; an error in one
   of them is reported without the command's text, and telemetry never holds them.
 
@@ -70,6 +75,7 @@ run() configures and joins again.
 import binascii
 
 from drivers.at import ATCommandError, ATEngine, ATError, ATReset, ATTimeout
+from drivers import dialects
 from drivers.atmodem import ATModem
 from drivers.backoff import Backoff
 
@@ -94,7 +100,7 @@ SEND_FAILED = "send_failed"
 TIMEOUTS = {
     "at": 5000,  # simple commands
     "sync": 10000,  # modem answering AT
-    "join": 30000,  # AT+JOIN to its result (join accept delays are 5/6 s, spec 3.4)
+    "join": 30000,  # AT+JOIN to its result (join accept delays 5/6 s: docs/modems.md)
     "tx": 20000,  # AT+SEND to +EVT:TX_DONE (air time plus RX1/RX2 at 1/2 s)
     "tx_confirmed": 45000,  # to SEND_CONFIRMED_OK/FAILED (the modem's retries)
     "hold": 300000,  # longest duty-cycle hold an uplink waits by default
@@ -102,8 +108,8 @@ TIMEOUTS = {
 }
 
 # Regional data: SF/bandwidth (kHz) per uplink DR (LoRaWAN Regional Parameters), the
-# largest FRMPayload per DR (spec 3.3; dwell time 1 where it applies), RUI3 AT+BAND,
-# the duty-cycle divisor (100 = 1 %; 0 = none).
+# largest FRMPayload per DR (docs/modems.md "Payload limits"; dwell time 1 where it
+# applies), RUI3 AT+BAND, the duty-cycle divisor (100 = 1 %; 0 = none).
 _EU_DRS = ((12, 125), (11, 125), (10, 125), (9, 125), (8, 125), (7, 125), (7, 250))
 REGIONS = {
     "EU868": (_EU_DRS, (51, 51, 51, 115, 242, 242, 242), None, 4, 100),
@@ -245,12 +251,7 @@ class LoRaWAN(ATModem):
             t.update(timeouts)
         self.timeouts = t
         self.backoff = backoff or Backoff(8000, 600000, rand=rand)  # join retries
-        if dialect == "rui3":
-            self.dialect = _RUI3()
-        elif dialect == "e5":
-            self.dialect = _WioE5()
-        else:
-            raise ValueError("dialect must be 'rui3' or 'e5'")
+        self.dialect = dialects.load("lorawan", dialect)
         self.at = at or ATEngine(
             uart,
             clock,
@@ -661,7 +662,7 @@ class LoRaWAN(ATModem):
         return LoRaError(SEND_FAILED, text)
 
 
-def _int(text):
+def parse_int(text):
     text = text.strip()
     neg = text.startswith("-")
     if neg:
@@ -673,266 +674,8 @@ def _int(text):
     return -int(text) if neg else int(text)
 
 
-def _unhex(text):
+def unhex(text):
     try:
         return binascii.unhexlify(text.strip())
     except (ValueError, TypeError):
         return None
-
-
-def _value(r, key):
-    """The value of a RUI3 get reply: 'AT+NJS=1' -> '1', or a bare value line."""
-    for line in r.lines:
-        if line.startswith(key + "="):
-            return line[len(key) + 1 :].strip()
-    for line in r.lines:
-        if not line.startswith("+"):
-            return line.strip()
-    return None
-
-
-class _RUI3:
-    """RAK3172 RUI3 AT: AT+BAND, AT+JOIN, AT+SEND=port:hex, +EVT: events."""
-
-    errors = ("AT_",)
-    banners = ("RAKwireless", "Current Work Mode")
-
-    def register(self, m):
-        self.m = m
-        m.at.urc("+EVT:", self._evt)
-
-    async def sync(self, m):
-        try:
-            await m.at.sync(m.timeouts["sync"])
-        except ATTimeout:
-            raise LoRaError(TIMEOUT, "modem does not answer AT")
-
-    async def configure(self, m):
-        r = await m.cmd("AT+NWM=?")
-        if _value(r, "AT+NWM") != "1":
-            try:
-                await m.cmd("AT+NWM=1")
-            except LoRaError as e:
-                if e.reason != MODEM_RESET:
-                    raise
-                await self.sync(m)  # RUI3 restarts to change the work mode
-        await m.cmd("AT+NJM=1")
-        await m.cmd("AT+CLASS=" + m.lora_class)
-        await m.cmd("AT+BAND=%d" % m.band)
-        if m.mask is not None:
-            await m.cmd("AT+MASK=" + m.mask)
-        await m.cmd("AT+ADR=%d" % (0 if m.fixed_dr is not None else 1))
-        if m.fixed_dr is not None:
-            await m.cmd("AT+DR=%d" % m.fixed_dr)
-        await m.cmd("AT+DEVEUI=" + m._dev_eui, secret="AT+DEVEUI")
-        await m.cmd("AT+APPEUI=" + m._app_eui, secret="AT+APPEUI")
-        await m.cmd("AT+APPKEY=" + m._app_key, secret="AT+APPKEY")
-
-    async def join(self, m):
-        await m.cmd("AT+JOIN=1:0:8:1")
-        return False
-
-    async def join_state(self, m):
-        """AT+NJS=? (spec 3.1): True when the modem says it has joined."""
-        try:
-            return _value(await m.cmd("AT+NJS=?"), "AT+NJS") == "1"
-        except (LoRaError, ATCommandError):
-            return False
-
-    async def query_dr(self, m):
-        r = await m.cmd("AT+DR=?")
-        v = _value(r, "AT+DR")
-        return _int(v) if v else None
-
-    async def send(self, m, port, data, confirmed):
-        c = 1 if confirmed else 0
-        if m._cfm != c:
-            await m.cmd("AT+CFM=%d" % c)
-            m._cfm = c
-        hexs = binascii.hexlify(data).decode().upper()
-        await m.cmd("AT+SEND=%d:%s" % (port, hexs))
-
-    def _evt(self, line):
-        m = self.m
-        body = line[5:].strip()
-        key = body.replace(" ", "_").upper()
-        if key == "JOINED":
-            m._joined(True)
-        elif key.startswith("JOIN") and "FAIL" in key:
-            m._joined(False)
-        elif key == "TX_DONE":
-            if not m._cfm:
-                m._sent("done")
-        elif key.startswith("SEND_CONFIRMED_OK"):
-            m._sent("ok")
-        elif key.startswith("SEND_CONFIRMED_FAIL"):
-            m._sent("failed")
-        elif body.startswith("RX_"):
-            self._rx(body)
-        elif key in ("UNICAST", "MULTICAST"):
-            pass  # the second line of the older three-line downlink
-        elif ":" in body and body.split(":", 1)[0].isdigit():
-            port, hexs = body.split(":", 1)  # the older format's last line
-            rs = self._old or (None, None)
-            self._old = None
-            payload = _unhex(hexs)
-            if payload is None:
-                m.unknown_events += 1
-            else:
-                m._downlink(int(port), payload, rs[0], rs[1])
-        else:
-            m.unknown_events += 1
-
-    _old = None
-
-    def _rx(self, body):
-        m = self.m
-        if "RSSI" in body:  # older: "RX_1, RSSI -34, SNR 15" (the payload follows)
-            rssi = snr = None
-            for part in body.split(","):
-                part = part.strip()
-                if part.startswith("RSSI"):
-                    rssi = _int(part[4:])
-                elif part.startswith("SNR"):
-                    snr = _int(part[3:])
-            self._old = (rssi, snr)
-            m.rssi, m.snr = rssi, snr
-            return
-        f = body.split(":")  # RX_1:<rssi>:<snr>:UNICAST:<port>:<hex>
-        if len(f) < 5:
-            m.unknown_events += 1
-            return
-        rssi, snr, port = _int(f[1]), _int(f[2]), _int(f[4])
-        payload = _unhex(f[5]) if len(f) > 5 and f[5] else b""
-        if payload is None:
-            m.unknown_events += 1
-            return
-        m._downlink(port, payload, rssi, snr)
-
-
-class _WioE5:
-    """Seeed Wio-E5 / LoRa-E5 (RisingHF-style AT): +CMD: replies, AT+MSGHEX, +MSG: URCs."""
-
-    errors = ()
-    banners = ()
-
-    def register(self, m):
-        self.m = m
-        self._acked = False
-        self._seen = False
-        at = m.at
-        at.urc("+JOIN:", self._join)
-        for p in ("+CMSGHEX:", "+MSGHEX:", "+MSG:", "+CMSG:"):
-            at.urc(p, self._msg)
-
-    async def _cmd(self, m, text, name, secret=None, timeout_ms=None):
-        r = await m.cmd(text, timeout_ms, resp=name, done=name, secret=secret)
-        line = r.lines[0] if r.lines else ""
-        # lines of the same read after the first belong to the asynchronous part
-        handler = self._join if name == "+JOIN:" else self._msg
-        for later in r.lines[1:]:
-            if name in ("+JOIN:", "+MSGHEX:", "+CMSGHEX:"):
-                handler(later)
-        if "ERROR(" in line:
-            if secret is not None:
-                raise LoRaError(CONFIG, secret + " refused: " + line[len(name) :].strip())
-            raise ATCommandError(secret or text, line)
-        return line[len(name) :].strip()
-
-    async def sync(self, m):
-        clk = m.clock
-        start = clk.ticks_ms()
-        while True:
-            try:
-                await self._cmd(m, "AT", "+AT:", timeout_ms=1000)
-                return
-            except (LoRaError, ATCommandError):
-                if clk.ticks_diff(clk.ticks_ms(), start) >= m.timeouts["sync"]:
-                    raise LoRaError(TIMEOUT, "modem does not answer AT")
-                await m._idle(200)
-
-    async def configure(self, m):
-        await self._cmd(m, "AT+MODE=LWOTAA", "+MODE:")
-        await self._cmd(m, "AT+DR=" + m.region, "+DR:")
-        await self._cmd(m, "AT+CLASS=" + m.lora_class, "+CLASS:")
-        await self._cmd(m, "AT+ADR=" + ("OFF" if m.fixed_dr is not None else "ON"), "+ADR:")
-        if m.fixed_dr is not None:
-            await self._cmd(m, "AT+DR=DR%d" % m.fixed_dr, "+DR:")
-        await self._cmd(m, 'AT+ID=DevEui,"%s"' % m._dev_eui, "+ID:", secret="DevEui")
-        await self._cmd(m, 'AT+ID=AppEui,"%s"' % m._app_eui, "+ID:", secret="AppEui")
-        await self._cmd(m, 'AT+KEY=APPKEY,"%s"' % m._app_key, "+KEY:", secret="APPKEY")
-
-    async def join(self, m):
-        self._seen = False
-        first = await self._cmd(m, "AT+JOIN", "+JOIN:")
-        if "already" in first:
-            return True
-        if "busy" in first:
-            raise LoRaError(BUSY, first)
-        return False
-
-    async def join_state(self, m):
-        return False  # no join-state query in the spec's E5 command set
-
-    def _join(self, line):
-        text = line[6:].strip()
-        if "joined" in text and "already" not in text:
-            self._seen = True
-        elif "failed" in text:
-            self.m._joined(False)
-        elif text == "Done" and self._seen:
-            self.m._joined(True)
-
-    async def query_dr(self, m):
-        text = await self._cmd(m, "AT+DR", "+DR:")
-        i = text.find("DR")
-        return _int(text[i + 2 : i + 3]) if i >= 0 else None
-
-    async def send(self, m, port, data, confirmed):
-        if m._port != port:
-            await self._cmd(m, "AT+PORT=%d" % port, "+PORT:")
-            m._port = port
-        name = "+CMSGHEX:" if confirmed else "+MSGHEX:"
-        m._cfm = 1 if confirmed else 0
-        self._acked = False
-        hexs = binascii.hexlify(data).decode().upper()
-        first = await self._cmd(m, 'AT%s="%s"' % (name[:-1], hexs), name)
-        if first != "Start":
-            raise ATCommandError(name[1:-1], first)
-
-    def _msg(self, line):
-        m = self.m
-        i = line.find(":")
-        text = line[i + 1 :].strip()
-        if text == "Done":
-            if m._cfm:
-                m._sent("ok" if self._acked else "failed")
-            else:
-                m._sent("done")
-        elif text.startswith("ACK Received"):
-            self._acked = True
-        elif text.startswith("FPENDING"):
-            m.fpending = True
-        elif text.startswith("PORT:"):
-            # PORT: 15; RX: "48656C6C6F"
-            j = text.find(";")
-            port = _int(text[5:j]) if j > 0 else None
-            q = text.find('"')
-            payload = _unhex(text[q + 1 : text.rfind('"')]) if q >= 0 else None
-            if port is None or payload is None:
-                m.unknown_events += 1
-            else:
-                m._downlink(port, payload, None, None)
-        elif text.startswith("RXWIN"):
-            rssi = snr = None
-            for part in text.split(","):
-                part = part.strip()
-                if part.startswith("RSSI"):
-                    rssi = _int(part[4:])
-                elif part.startswith("SNR"):
-                    snr = _int(part[3:])
-            m.rssi, m.snr = rssi, snr
-        elif text.startswith("Start") or text.startswith("Wait ACK"):
-            pass
-        else:
-            m.unknown_events += 1

@@ -31,6 +31,14 @@ def validate_calibration(cal):
     return validate(cal)
 
 
+def check_dialect(driver, name, field):
+    """The drivers' own list of modem dialects (drivers/dialects.py, a few names: no
+    driver code is loaded); ValueError naming the field and the known dialects."""
+    from drivers.dialects import check
+
+    return check(driver, name, field)
+
+
 def parse_settings(data):
     """Bytes of a settings file -> (Settings, board dict, calibration dict, raw dict).
 
@@ -48,6 +56,8 @@ def parse_settings(data):
     cal = raw.get("calibration", {})
     if not isinstance(board, dict):
         raise ValueError("board: expected an object")
+    if "lora_dialect" in board:
+        check_dialect("lorawan", board["lora_dialect"], "board.lora_dialect")
     if not isinstance(cal, dict):
         raise ValueError("calibration: expected an object")
     if cal:

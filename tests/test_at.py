@@ -332,6 +332,27 @@ def test_urc_followed_by_raw_data_mid_reply():
     assert r.lines == ["+CSQ: 9,99"] and r.final == "OK"
 
 
+def test_a_urc_inside_a_binary_reply_is_handled_and_lookalikes_in_the_data_are_data():
+    raw = b'\r\n+QIURC: "recv",0\r\n\r\n+CIPRXGET: 1,0\r\n\r\nOK\r\nRDY\r\n'
+    reply = (
+        b"\r\n+CIPRXGET: 1,0\r\n"  # before the header: URC
+        + b"\r\n+CIPRXGET: 2,0,%d,0\r\n" % len(raw)
+        + raw  # data that reads as URCs, a final and a boot banner
+        + b"\r\n+CIPRXGET: 1,0\r\n"  # more data came meanwhile: between data and OK
+        + b"\r\nOK\r\n"
+    )
+    for baud in (0, 9600):  # whole, and trickling in fragments across polls
+        clock, uart, fake, at = _rig(line_baud=baud)
+        seen = []
+        at.urc("+CIPRXGET: 1,", seen.append)
+        at.urc('+QIURC: "recv",', seen.append)
+        fake.script["AT+CIPRXGET=2,0,1460"] = reply
+        r = _drive(clock, at.command("AT+CIPRXGET=2,0,1460", resp="+CIPRXGET: 2,", raw=_rxget_len))
+        assert bytes(r.data) == raw and r.final == "OK"
+        assert seen == ["+CIPRXGET: 1,0", "+CIPRXGET: 1,0"]  # both notices, no lookalike
+        assert at.resets == 0 and at.strays == 0
+
+
 def test_urcs_between_commands_are_delivered_by_poll():
     clock, uart, fake, at = _rig()
     seen = []

@@ -18,21 +18,23 @@ import socket
 import support
 
 from drivers import cellular as cell_mod
+from drivers.backoff import Backoff
 from drivers.cellular import (
-    Backoff,
     Cellular,
     CellularError,
     csq_to_dbm,
-    mqtt_packet_len,
 )
 from drivers.clock import Clock
+from firmware.comms.mqtt import packet
 from firmware.comms.mqtt.session import SocketModule
 from tools.sim.hw import SimPin
 from tools.sim.modem import ModemModel
 from tools.sim.uart import SimUART
 from tools.sim.vclock import VirtualClock
 
-MAX_GAP_MS = 25  # longest loop stall allowed while the modem works (measured: 2-5 ms)
+# longest loop stall allowed while the modem works (measured: 2-3 ms, also with the
+# machine's cores saturated by other processes: their load is taken out, see _real)
+MAX_GAP_MS = 25
 _BUSY = (errno.EAGAIN, getattr(errno, "EWOULDBLOCK", 11), getattr(errno, "EINPROGRESS", 115))
 
 # -- virtual-time rig ----------------------------------------------------------------
@@ -104,15 +106,50 @@ def test_backoff_grows_exponentially_with_jitter_and_a_ceiling():
         assert top // 2 <= d <= top
 
 
-def test_mqtt_packet_len():
-    assert mqtt_packet_len(b"") == 0
-    assert mqtt_packet_len(b"\x20") == 0
-    assert mqtt_packet_len(b"\x20\x02\x00") == 0
-    assert mqtt_packet_len(b"\x20\x02\x00\x00\x30") == 4
-    assert mqtt_packet_len(b"\xd0\x00") == 2
+def test_mqtt_packet_size_and_bounds():
+    assert packet.size(b"") == 0
+    assert packet.size(b"\x20") == 0
+    assert packet.size(b"\x20\x02\x00") == 0
+    assert packet.size(b"\x20\x02\x00\x00\x30") == 4
+    assert packet.size(b"\xd0\x00") == 2
     big = b"\x30\xc8\x01" + b"x" * 200  # Remaining Length 200 in two bytes
-    assert mqtt_packet_len(big) == 203 and mqtt_packet_len(big[:-1]) == 0
-    support.raises(ValueError, mqtt_packet_len, b"\x30\xff\xff\xff\xff\x01")
+    assert packet.size(big) == 203 and packet.size(big[:-1]) == 0
+    assert packet.bounds(big) == (3, 203) and packet.bounds(big[:-1]) is None
+    assert packet.bounds(b"\x20\x02\x00\x00") == (2, 4)
+    support.raises(ValueError, packet.size, b"\x30\xff\xff\xff\xff\x01")
+    support.raises(ValueError, packet.bounds, b"\x30\x80\x80\x80\x80")
+
+
+def _forget_dialect_modules(driver):
+    import sys
+
+    for name in list(sys.modules):
+        if name.startswith("drivers.%s_" % driver):
+            del sys.modules[name]
+
+
+def test_each_dialect_is_its_own_module_and_the_other_is_never_imported():
+    import sys
+
+    for mine, other in (("simcom", "quectel"), ("quectel", "simcom")):
+        _forget_dialect_modules("cellular")
+        clock, model, cell, pwr = _vrig(dialect=mine)
+        assert "drivers.cellular_" + mine in sys.modules
+        assert "drivers.cellular_" + other not in sys.modules, other
+        assert type(cell.dialect) is sys.modules["drivers.cellular_" + mine].Dialect
+        _drive(clock, cell.start())
+        assert cell.state == cell_mod.ONLINE
+        assert "drivers.cellular_" + other not in sys.modules, other
+
+
+def test_an_unknown_dialect_is_refused_naming_the_known_ones():
+    import sys
+
+    _forget_dialect_modules("cellular")
+    clock = VirtualClock()
+    e = support.raises(ValueError, Cellular, SimUART(clock), clock, dialect="sim800")
+    assert "sim800" in str(e) and "simcom, quectel" in str(e), str(e)
+    assert not [n for n in sys.modules if n.startswith("drivers.cellular_")]
 
 
 # -- bring-up (virtual time) ---------------------------------------------------------
@@ -395,7 +432,7 @@ class Server:
 
     def _mqtt(self, c, buf):
         while True:
-            n = mqtt_packet_len(buf)
+            n = packet.size(buf)
             if not n:
                 return
             p = bytes(buf[:n])
@@ -463,7 +500,7 @@ def _real(body, dialect="simcom", mode="echo", limit_ms=20000, baud=0, rxbuf=819
         backoff=Backoff(50, 400),
     )
     server = Server(mode)
-    box = {"gap": 0, "stop": False}
+    box = {"gap": 0, "wall": 0, "stop": False}
 
     async def serve():
         while not box["stop"]:
@@ -471,14 +508,24 @@ def _real(body, dialect="simcom", mode="echo", limit_ms=20000, baud=0, rxbuf=819
             await clock.sleep_ms(2)
 
     async def ticker():
+        # The loop's longest stall: the wall time between two wake-ups of a task that
+        # sleeps 1 ms, less the time the process waited for a CPU meanwhile (another
+        # process's load is not the driver blocking; a blocking call of the driver is
+        # in it, a sleep as much as work).
         t = clock.ticks_ms()
+        d = support.run_delay_us()
         while not box["stop"]:
             await clock.sleep_ms(1)
             now = clock.ticks_ms()
+            delay = support.run_delay_us()
             g = clock.ticks_diff(now, t)
+            if g > box["wall"]:
+                box["wall"] = g
+            if delay is not None:
+                g -= (delay - d) // 1000
             if g > box["gap"]:
                 box["gap"] = g
-            t = now
+            t, d = now, delay
 
     async def main():
         runner = asyncio.create_task(cell.run())
@@ -499,6 +546,9 @@ def _real(body, dialect="simcom", mode="echo", limit_ms=20000, baud=0, rxbuf=819
         assert clock.ticks_diff(clock.ticks_ms(), t0) < limit_ms
 
     asyncio.run(main())
+    print(
+        "loop gap: %d ms, %d ms of wall time with the waits for a CPU" % (box["gap"], box["wall"])
+    )
     return box.get("v"), box["gap"]
 
 
@@ -575,7 +625,7 @@ def test_peer_close_is_end_of_stream_after_the_data():
             await sock.wait_readable(4, 3000)  # returns at end of stream with 3
             assert sock.read(3) == b"bye"
             assert sock.read(1) == b""  # EOF: umqtt turns it into OSError(-1)
-            assert await sock.wait_packet(100) == 0
+            assert await sock.wait_packet(packet.size, 100) == 0
             assert sock.error == cell_mod.PEER_CLOSED
             await _until(clock, lambda: not cell._socks, 2000)  # link closed in the modem
             return cell.state
@@ -699,6 +749,35 @@ def test_slow_replies_and_garbage_during_a_transfer_keep_the_data_intact():
     assert gap < MAX_GAP_MS, gap
 
 
+def test_a_urc_in_the_middle_of_a_binary_read_neither_corrupts_the_data_nor_is_lost():
+    # the data itself holds lines that read as the modems' URCs and finals, and during
+    # three reads more data arrives while the reply is on the wire: its data-waiting
+    # notice comes between the data and the OK (SIMCom). Nothing but that notice says
+    # there is more (the periodic unread check is pushed out of the test's reach).
+    lookalikes = b'\r\n+QIURC: "recv",0\r\n\r\n+CIPRXGET: 1,0\r\n\r\nOK\r\n+IPCLOSE: 0,1\r\n'
+    payload = lookalikes + _payload(600) + lookalikes
+    for dialect in ("simcom", "quectel"):
+
+        async def body(clock, model, cell, server):
+            sock = await cell.open("127.0.0.1", server.port, 5000)
+            cell.timeouts["rx_check"] = 600000
+            model.urc_mid_read = 3
+            got = []
+            for _ in range(3):
+                t0 = clock.ticks_ms()
+                got.append(await _echo(sock, payload, 3000))
+                got.append(clock.ticks_diff(clock.ticks_ms(), t0))
+            return got, model.mid_reads, sock.is_open, cell.at.urc_count
+
+        (got, mid_reads, is_open, urcs), gap = _real(body, dialect=dialect)
+        assert mid_reads == 3, (dialect, mid_reads)
+        for i in range(0, 6, 2):
+            assert got[i] == payload, dialect  # byte for byte: no line taken out of it
+            assert got[i + 1] < 2000, (dialect, got[i + 1])  # the rest came at once
+        assert is_open, dialect  # the "+IPCLOSE" inside the data closed nothing
+        assert gap < MAX_GAP_MS, gap
+
+
 def test_socket_sync_calls_never_wait():
     async def body(clock, model, cell, server):
         sock = await cell.open("127.0.0.1", server.port, 5000)
@@ -745,17 +824,17 @@ def test_umqtt_simple_calls_work_over_the_modem_socket_without_blocking():
         # connect(): CONNECT is queued, the CONNACK read finds nothing and raises at once
         e = support.raises(OSError, c.connect)
         assert e.args[0] == errno.ETIMEDOUT
-        n = await sock.wait_packet(3000)
+        n = await sock.wait_packet(packet.size, 3000)
         assert sock.read(n) == b"\x20\x02\x00\x00"  # CONNACK read by the MQTT layer
         c.publish(b"meters/m1/state", b"online")  # QoS 0: write only
         await sock.drain(2000)
         # subscribe(): SUBSCRIBE queued, then the SUBACK read raises; the layer reads it
         support.raises(OSError, c.subscribe, b"meters/m1/topup", 1)
-        n = await sock.wait_packet(3000)
+        n = await sock.wait_packet(packet.size, 3000)
         suback = sock.read(n)
         assert suback[0] == 0x90 and suback[2:4] == b"\x00\x01"
         # the retained QoS 1 PUBLISH: whole in the buffer, so check_msg() cannot block
-        await sock.wait_packet(3000)
+        await sock.wait_packet(packet.size, 3000)
         assert sock.peek(1) == b"\x33"
         c.check_msg()
         assert got == [(b"meters/m1/topup", b"token-42")]
@@ -763,7 +842,7 @@ def test_umqtt_simple_calls_work_over_the_modem_socket_without_blocking():
         assert c.check_msg() is None  # nothing buffered: returns at once
         c.ping()
         await sock.drain(2000)
-        await sock.wait_packet(3000)
+        await sock.wait_packet(packet.size, 3000)
         assert c.check_msg() is None  # PINGRESP consumed
         c.disconnect()
         await _until(clock, lambda: not cell._socks, 3000)

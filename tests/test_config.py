@@ -84,6 +84,23 @@ def test_parse_settings_refuses_what_the_meter_would_refuse():
         assert field in str(e), (field, str(e))
 
 
+def test_an_unknown_modem_dialect_is_refused_naming_the_known_ones():
+    from drivers import dialects
+    from firmware.billing import settings as settings_mod
+
+    e = support.raises(
+        ValueError, config.parse_settings, json.dumps(_changed(modem="sim800")).encode()
+    )
+    assert "modem" in str(e) and "simcom, quectel" in str(e), str(e)
+    bad_board = _changed(board={"lora_dialect": "rak811"})
+    e = support.raises(ValueError, config.parse_settings, json.dumps(bad_board).encode())
+    assert "board.lora_dialect" in str(e) and "rui3, e5" in str(e), str(e)
+    for name in dialects.LORAWAN:
+        config.parse_settings(json.dumps(_changed(board={"lora_dialect": name})).encode())
+    # the settings schema (billing may import no driver) keeps the drivers' list
+    assert tuple(settings_mod.MODEMS) == dialects.CELLULAR
+
+
 def test_load_settings_reads_the_file():
     def run(d, path):
         _write(path, GOOD)

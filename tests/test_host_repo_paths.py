@@ -92,3 +92,52 @@ def test_a_planted_path_fails(planted):
 )
 def test_paths_inside_the_repo_pass(fine):
     assert outside_paths(fine) == []
+
+
+# A citation of a document's numbered section ("spec 2.7", "modems.md 1.6") names a file
+# outside the repository; the code cites docs/<file>.md "<section>" instead, and every such
+# section must exist.
+SECTION_NUMBER = re.compile(r"\b(?:spec|specs?/\w+\.md|modems\.md) \d+\.\d+")
+DOC_SECTION = re.compile(r'docs/(\w+)\.md "([^"]+)"')
+CODE_TREES = ("firmware", "drivers", "tools")
+
+
+def cited_sections(text):
+    """[(line, doc name, section)] of every docs/<name>.md "<section>" in text."""
+    return [
+        (n, m.group(1), m.group(2))
+        for n, line in enumerate(text.splitlines(), 1)
+        for m in DOC_SECTION.finditer(line)
+    ]
+
+
+def headings(doc):
+    text = (ROOT / "docs" / (doc + ".md")).read_text(encoding="utf-8")
+    return {line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")}
+
+
+def code_files():
+    return [p for tree in CODE_TREES for p in sorted((ROOT / tree).rglob("*.py"))]
+
+
+def test_code_cites_docs_sections_not_numbered_specs():
+    bad, missing = [], []
+    for path in code_files():
+        rel = path.relative_to(ROOT).as_posix()
+        text = path.read_text(encoding="utf-8")
+        for n, line in enumerate(text.splitlines(), 1):
+            for m in SECTION_NUMBER.finditer(line):
+                bad.append("%s:%d: %s" % (rel, n, m.group(0)))
+        for n, doc, section in cited_sections(text):
+            if not (ROOT / "docs" / (doc + ".md")).exists() or section not in headings(doc):
+                missing.append('%s:%d: docs/%s.md "%s"' % (rel, n, doc, section))
+    assert not bad, "\n".join(bad)
+    assert not missing, "\n".join(missing)
+
+
+def test_a_planted_numbered_citation_or_a_missing_section_is_found():
+    assert SECTION_NUMBER.search("# Defaults in ms (spec 2.7)")
+    assert SECTION_NUMBER.search("see modems.md 1.6")
+    assert not SECTION_NUMBER.search('# Defaults in ms (docs/modems.md "Timeouts")')
+    assert cited_sections('x (docs/modems.md "Quectel")') == [(1, "modems", "Quectel")]
+    assert "Quectel" in headings("modems") and "Quectel 2" not in headings("modems")

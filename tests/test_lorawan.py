@@ -92,6 +92,42 @@ async def _error(coro):
     raise AssertionError("expected LoRaError")
 
 
+# -- dialects -----------------------------------------------------------------------
+
+
+def _forget_dialect_modules():
+    import sys
+
+    for name in list(sys.modules):
+        if name.startswith("drivers.lorawan_"):
+            del sys.modules[name]
+
+
+def test_each_dialect_is_its_own_module_and_the_other_is_never_imported():
+    import sys
+
+    for mine, other in (("rui3", "e5"), ("e5", "rui3")):
+        _forget_dialect_modules()
+        clock, model, lw, events = _rig(dialect=mine)
+        assert "drivers.lorawan_" + mine in sys.modules
+        assert "drivers.lorawan_" + other not in sys.modules, other
+        assert type(lw.dialect) is sys.modules["drivers.lorawan_" + mine].Dialect
+        _play(clock, lw, lambda: _joined(clock, lw))
+        assert lw.joined
+        assert "drivers.lorawan_" + other not in sys.modules, other
+
+
+def test_an_unknown_dialect_is_refused_naming_the_known_ones():
+    import sys
+
+    _forget_dialect_modules()
+    clock = VirtualClock()
+    kw = {"dev_eui": DEV_EUI, "app_eui": APP_EUI, "app_key": APP_KEY, "dialect": "rak811"}
+    e = support.raises(ValueError, LoRaWAN, SimUART(clock), clock, **kw)
+    assert "rak811" in str(e) and "rui3, e5" in str(e), str(e)
+    assert not [n for n in sys.modules if n.startswith("drivers.lorawan_")]
+
+
 # -- time on air and limits ----------------------------------------------------------
 
 

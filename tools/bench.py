@@ -66,6 +66,13 @@
                     each store, and a payment POSTed to the live meter's signed ack
                     on loopback (tools/bench_office.py)
 
+  import_cellular_simcom_bytes, import_cellular_quectel_bytes, import_cellular_both_bytes,
+  import_lorawan_rui3_bytes, import_lorawan_e5_bytes, import_lorawan_both_bytes
+                    the heap a modem driver holds once imported (its .mpy, drivers/at.py
+                    and what they share) with one dialect loaded as the meter does, and
+                    with both; `_alloc` beside each: the bytes the import allocated
+                    (tools/bench_import_mpy.py)
+
   image_files, image_mpy_bytes, image_used_bytes  the software image tools/build makes:
                     files, bytes of .mpy code, bytes of the 2 MB LittleFS partition used
   boot_firmware_heap_bytes, boot_heap_free_110wk  a factory image booted on the emulated
@@ -73,7 +80,7 @@
                     and what a 110 K-word heap has left then (tools/bench_image.py)
 
 Usage: python tools/bench.py [--markdown PATH] [section ...]
-  sections: tick, sim, heap, journal, tokens, comms, lora, office, image
+  sections: tick, sim, heap, journal, tokens, drivers, comms, lora, office, image
   --markdown PATH  also write the figures as a page (tools/bench_report.py; the project's
                    is docs/performance.md), keeping the sections of an earlier page that
                    this run did not measure
@@ -206,6 +213,42 @@ def heap_figures(figures):
     figures["week_errors"] = report["final"]["errors"]
 
 
+# (driver, dialects loaded) -> the figures' name part
+IMPORT_CASES = (
+    ("cellular", ("simcom",), "cellular_simcom"),
+    ("cellular", ("quectel",), "cellular_quectel"),
+    ("cellular", ("simcom", "quectel"), "cellular_both"),
+    ("lorawan", ("rui3",), "lorawan_rui3"),
+    ("lorawan", ("e5",), "lorawan_e5"),
+    ("lorawan", ("rui3", "e5"), "lorawan_both"),
+)
+
+
+def driver_figures(figures):
+    """Each case in a fresh micropython, the firmware's .mpy first on its path."""
+    with tempfile.TemporaryDirectory() as mpy:
+        host.compile_firmware(mpy)
+        for driver, names, label in IMPORT_CASES:
+            out = subprocess.run(
+                [
+                    host.micropython_cmd(),
+                    "-X",
+                    "heapsize=256wk",
+                    str(ROOT / "tools/bench_import_mpy.py"),
+                    driver,
+                    *names,
+                ],
+                cwd=str(ROOT),
+                env=host.mpy_env(mpy),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            got = json.loads(out.strip().splitlines()[-1])
+            figures["import_%s_bytes" % label] = got["held"]
+            figures["import_%s_alloc" % label] = got["alloc"]
+
+
 def section_figures(section):
     """The figures of one bench section, as a dict."""
     figures = {}
@@ -224,6 +267,8 @@ def section_figures(section):
         site = next((ROOT / ".venv/lib").glob("python*/site-packages"), None)
         opg = [str(site)] if site else []
         figures.update(mpy_json("tools/bench_openpaygo_mpy.py", "8M", opg))
+    elif section == "drivers":
+        driver_figures(figures)
     elif section == "comms":
         from tools.bench_comms import comms_figures
 
@@ -263,7 +308,8 @@ def main(sections, markdown=None):
 
 
 SECTIONS = (
-    "tick", "sim", "heap", "journal", "tokens", "comms", "lora", "office", "image", "board"
+    "tick", "sim", "heap", "journal", "tokens", "drivers", "comms", "lora", "office", "image",
+    "board",
 )  # fmt: skip
 
 USAGE = "usage: python tools/bench.py [--markdown PATH] [section ...]"

@@ -130,6 +130,20 @@ ROWS = {
         ("opg_speedup_c100", "stock time over ours"),
         ("opg_alloc_ratio_c100", "stock allocation over ours"),
     ),
+    "drivers": (
+        ("import_cellular_simcom_bytes", "cellular driver with the SIMCom dialect: heap held"),
+        ("import_cellular_simcom_alloc", "bytes its import allocated"),
+        ("import_cellular_quectel_bytes", "the same with the Quectel dialect: heap held"),
+        ("import_cellular_quectel_alloc", "bytes its import allocated"),
+        ("import_cellular_both_bytes", "the same with both dialects loaded: heap held"),
+        ("import_cellular_both_alloc", "bytes its import allocated"),
+        ("import_lorawan_rui3_bytes", "LoRaWAN driver with the RUI3 dialect: heap held"),
+        ("import_lorawan_rui3_alloc", "bytes its import allocated"),
+        ("import_lorawan_e5_bytes", "the same with the Wio-E5 dialect: heap held"),
+        ("import_lorawan_e5_alloc", "bytes its import allocated"),
+        ("import_lorawan_both_bytes", "the same with both dialects loaded: heap held"),
+        ("import_lorawan_both_alloc", "bytes its import allocated"),
+    ),
     "comms": (
         ("topup_latency_ms", "top-up published to the state saying the relay closed, median, ms"),
         ("topup_latency_ms_p99", "its 99th percentile, ms"),
@@ -202,6 +216,9 @@ WHAT = {
     "(tools/bench_journal_mpy.py), and simulated 10 kW days.",
     "tokens": "Under `micropython` (tools/bench_tokens_mpy.py, tools/bench_openpaygo_mpy.py); "
     "the stock decoder is `openpaygo` 0.6.3 on the same tokens and interpreter.",
+    "drivers": "Under `micropython` from `.mpy` (tools/bench_import_mpy.py), one fresh "
+    "process per case: a modem driver imported with drivers/at.py and what it shares, and "
+    "its dialect modules loaded by name as the meter loads its own.",
     "comms": "On loopback: mosquitto, the live meter under `micropython` at 100 ms ticks "
     "with the SIMCom modem model, 100 top-ups and 5 link drops (tools/bench_comms.py).",
     "lora": "On loopback: vend -> mosquitto -> bridge -> network-server stand-in -> "

@@ -80,7 +80,14 @@ DEPS = (MQTT_CLIENT,)
 # Modules the meter loads by a name it computes rather than by an import statement: with
 # the modules the import statements reach from boot.py and main.py, the whole of the
 # image's code (tests/test_host_image_contents.py holds the image to exactly that).
-LAZY = ()
+# The modem dialects: drivers/cellular.load_dialect and drivers/lorawan.load_dialect
+# import drivers/<driver>_<name>.py by the name in the settings.
+LAZY = (
+    "drivers.cellular_quectel",
+    "drivers.cellular_simcom",
+    "drivers.lorawan_e5",
+    "drivers.lorawan_rui3",
+)
 FACTORY_FILES = ("settings.json", "meter.key")
 # files holding keys: written 0600 on the host, like vfs.bin, which carries them
 KEY_FILES = ("meter.key", "lora.key", "opaygo.key")

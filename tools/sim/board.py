@@ -138,7 +138,8 @@ class SimBoard:
     def modem(self, settings):
         """The cellular modem model (SIMCom or Quectel AT over the simulated UART, real
         TCP to the broker) and the firmware's driver for it. Faults: self.modem_model."""
-        from drivers.cellular import Backoff, Cellular
+        from drivers.backoff import Backoff
+        from drivers.cellular import Cellular
         from tools.sim.modem import ModemModel
         from tools.sim.uart import SimUART
 

@@ -19,6 +19,12 @@ Fault switches (attributes, change them any time) and actions:
     reboot_on_send = True   the next send's payload is cut halfway by a modem reboot
     open_error = n      TCP opens fail with this code while it is set (0: they work)
     garbage_every_ms = n    a noise line (printable or not) every n ms, between replies
+    urc_mid_read = n    in the next n binary reads the second half of the data arrives
+                        from the network while the reply is on the wire: the read serves
+                        the first half (nothing more in the buffer yet) and SIMCom's
+                        `+CIPRXGET: 1,<link>` for the rest comes between the data and
+                        the OK (Quectel's buffer mode sends no URC before the buffer is
+                        drained; the driver reads until +QIRD: 0); counted in mid_reads
     drop_link(silent=False)  network lost: TCP connections die, +CIPEVENT / pdpdeact URC
     reboot(delay_ms=0)  modem resets: all state lost, boot banners after boot_ms
     garbage(data)       inject one noise line now
@@ -100,7 +106,9 @@ class ModemModel(ATModel):
         self._sms_text = None
         self.cmgf = 0
         self.open_error = 0
+        self.urc_mid_read = 0
         # counters
+        self.mid_reads = 0
         self.commands = 0
         self.reboots = 0
         self.opens = 0
@@ -420,14 +428,33 @@ class ModemModel(ATModel):
         if mode != 2:
             return self._error()
         n = min(v[2] if len(v) > 2 else 1460, len(c.rx), 1460)
+        late = self._late_half(c, n)
+        n -= len(late)
         data = bytes(c.rx[:n])
         c.rx[:n] = b""
         self.bytes_down += n
         rest = len(c.rx)
-        self._emit(b"\r\n+CIPRXGET: 2,%d,%d,%d\r\n" % (c.link, n, rest) + data + b"\r\nOK\r\n")
+        head = b"\r\n+CIPRXGET: 2,%d,%d,%d\r\n" % (c.link, n, rest) + data
+        if late:  # arrives now: its notice comes inside the reply, before the OK
+            c.rx.extend(late)
+            self._emit(head + b"\r\n+CIPRXGET: 1,%d\r\n\r\nOK\r\n" % c.link)
+            return
+        self._emit(head + b"\r\nOK\r\n")
         if not rest:
             c.notified = False
             self._report_close(c)
+
+    def _late_half(self, c, n):
+        """urc_mid_read: the second half of a read that takes the whole buffer is taken
+        out of it (it is still on its way from the network); returned, else b""."""
+        if not self.urc_mid_read or n < 2 or n != len(c.rx):
+            return b""
+        self.urc_mid_read -= 1
+        self.mid_reads += 1
+        k = n // 2
+        late = bytes(c.rx[k:n])
+        c.rx[k:n] = b""
+        return late
 
     def _at_CIPOPEN(self, arg):
         v = _fields(arg)
@@ -589,9 +616,12 @@ class ModemModel(ATModel):
             )
             return self._ok()
         n = min(v[1] if len(v) > 1 else 1500, len(c.rx), 1500)
+        late = self._late_half(c, n)
+        n -= len(late)
         data = bytes(c.rx[:n])
         c.rx[:n] = b""
         self.bytes_down += n
+        c.rx.extend(late)  # arrives now; buffer mode: no URC until drained to +QIRD: 0
         if n:
             self._emit(b"\r\n+QIRD: %d\r\n" % n + data + b"\r\nOK\r\n")
         else:

@@ -16,7 +16,7 @@ The air protocol (JSON lines, both ways; shared with the modem model):
     server -> model  {"acked": N}                      (a confirmed uplink, N its fcnt)
     server -> model  {"down": {"port": N, "data": "<hex>"}}   (class C: sent at once)
 
-MQTT (ChirpStack v4 topics and JSON, spec modems.md 4.1):
+MQTT (ChirpStack v4 topics and JSON, docs/modems.md "ChirpStack and The Things Stack"):
     application/<app>/device/<devEui>/event/join    on a join
     application/<app>/device/<devEui>/event/up      each uplink: deduplicationId, time,
         deviceInfo {tenantId, tenantName, applicationId, applicationName, deviceProfileId,
@@ -55,7 +55,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 TENANT = "52f14cd4-c6f1-4fbd-8f87-4025e1d49242"
 PROFILE = "3ab59a61-b5c8-4ab2-8a0f-3a3b0f0b0d52"
 GATEWAY = "0016c001f153a14c"
-# largest downlink FRMPayload per downlink DR (spec modems.md 3.3; LoRaMac-node's tables).
+# largest downlink FRMPayload per downlink DR (docs/modems.md "Payload limits":
+# LoRaMac-node's tables).
 # Kept here, apart from firmware/comms/lora/payload.py: tools/sim imports nothing from firmware/.
 DOWNLINK_MAX = {
     "EU868": (51, 51, 51, 115, 242, 242, 242),

@@ -65,7 +65,7 @@ _BANNER = (
     "RAKwireless RAK3172-E Example",
     "------------------------------------------------------",
 )
-# largest uplink per DR (spec modems.md 3.3) for the bands the model knows
+# largest uplink per DR (docs/modems.md "Payload limits") for the bands the model knows
 _MAX = {4: (51, 51, 51, 115, 242, 242, 242), 5: (11, 53, 125, 242, 242)}
 _E5_BAND = {"EU868": 4, "US915": 5}
 # SF per DR (125 kHz) for the model's own rough air time (its duty cycle and counters)

@@ -3,11 +3,12 @@ this module waits for the answers with deadlines and reads every packet whole.
 
 The socket is drivers/cellular.py's ModemSocket (or anything with its calls): `write`
 queues, `read(n)` serves only buffered bytes, and the awaitable side is
-`wait_packet(ms)` (a whole packet buffered, by its Remaining Length), `drain(ms)`,
-`aclose(ms)`, `any()`, `peek(n)`. umqtt.simple (micropython-lib, a dependency pinned to
-1.3.4, imported under the project's own package name `CLIENT` so that a stock image's
-frozen umqtt.simple never takes its place: docs/board.md) is given that socket through
-its module global `socket` (`SocketModule`), and is only ever called when it cannot block:
+`wait_packet(size, ms)` (a whole packet buffered, framed by packet.size: the one
+Remaining Length parser), `drain(ms)`, `aclose(ms)`, `any()`, `peek(n)`. umqtt.simple
+(micropython-lib, a dependency pinned to 1.3.4, imported under the project's own package
+name `CLIENT` so that a stock image's frozen umqtt.simple never takes its place:
+docs/board.md) is given that socket through its module global `socket` (`SocketModule`),
+and is only ever called when it cannot block:
 
 - before `connect()`, `subscribe()` and `publish(qos=1)` everything buffered is handled
   first (`_settle`), so their read of the answer finds nothing and raises
@@ -25,18 +26,19 @@ them in it; docs/board.md, "The MQTT client", lists them).
 
 import errno
 
+from firmware.comms.mqtt import packet
+
 CONNACK = 0x20
 PUBLISH = 0x30
 PUBACK = 0x40
 SUBACK = 0x90
 PINGRESP = 0xD0
 CLIENT = "meterdeps.umqtt.simple"  # the pinned umqtt.simple, as the build installs it
-# MQTT 3.1.1, 2.2 and 3.2-3.9: the fixed header's type and PUBLISH QoS bits, the
-# Remaining Length's continuation bit, CONNACK's session-present flag, SUBACK's failure
+# MQTT 3.1.1, 2.2 and 3.2-3.9: the fixed header's type and PUBLISH QoS bits, CONNACK's
+# session-present flag, SUBACK's failure
 _TYPE = 0xF0
 _QOS_BITS = 0x06
 _QOS2 = 0x04
-_MORE = 0x80
 _SESSION_PRESENT = 0x01
 _SUBACK_FAILURE = 0x80
 
@@ -94,7 +96,7 @@ class Session:
         """Wait for one whole packet and handle it; (type, body) of an ack, (type, None)
         for what was handled or dropped, None at the deadline."""
         try:
-            k = await self.sock.wait_packet(timeout_ms)
+            k = await self.sock.wait_packet(packet.size, timeout_ms)
         except OSError as e:
             if _timeout(e):
                 return None
@@ -108,10 +110,7 @@ class Session:
             self.client.check_msg()
             return kind, None
         data = self.sock.read(k)
-        i = 1  # skip the Remaining Length
-        while data[i] & _MORE:
-            i += 1
-        body = data[i + 1 :]
+        body = data[packet.bounds(data)[0] :]
         if kind in (CONNACK, SUBACK, PUBACK):
             return kind, body
         self.strays += 1
