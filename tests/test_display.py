@@ -346,7 +346,8 @@ def test_a_token_typed_on_the_keypad_model_shows_its_answer_pixel_for_pixel():
     driver, the entry, the credit path, the display task, the SSD1306 and its model."""
     _framebuf()
     m = Meter()
-    tok = mint.compact_credit(KEY, 1, 500, rnd=0)  # fixed: a random nibble can make the typo read as another class
+    # a fixed nibble: a random one can make the typo below read as another class
+    tok = mint.compact_credit(KEY, 1, 500, rnd=0)
     typo = tok[:5] + str((int(tok[5]) + 1) % 10) + tok[6:]
     pad = m.board.keypad_model
     done = []
