@@ -383,3 +383,34 @@ def test_a_damaged_id_file_falls_back_and_every_copy_bad_is_an_event():
         assert app.meter.settings.meter_id == str(METER_ID)  # the settings still say it
 
     _in_dir(run)
+
+
+def test_without_the_seal_bit_flips_change_settings():
+    """The sweep's baseline: the same settings written as plain JSON (no seal) load
+    changed after some single-bit flips; the seal is what refuses them."""
+    from firmware.billing.settings import Settings
+
+    def load(data):
+        raw = json.loads(data)
+        board, cal = raw.pop("board"), raw.pop("calibration")
+        config.check_board(board)
+        config.validate_calibration(cal)
+        return Settings(raw).raw, board, cal
+
+    data = json.dumps(FIELD).encode()
+    good = load(data)
+    loaded = changed = 0
+    buf = bytearray(data)
+    for i in range(len(buf)):
+        for bit in range(8):
+            buf[i] ^= 1 << bit
+            try:
+                raw = load(bytes(buf))
+            except Exception:
+                pass
+            else:
+                loaded += 1
+                changed += raw != good
+            buf[i] ^= 1 << bit
+    print("unsealed bit flips: %d bytes: %d load, %d changed" % (len(data), loaded, changed))
+    assert changed > 0.03 * 8 * len(data)
