@@ -161,12 +161,17 @@ class App:
             raw[k] = changes[k]
         if self.meter_id is not None:  # the settings may not rename the meter
             raw = with_meter_id(raw, self.meter_id)
-        self._configure(raw)
+        self._configure(raw, store_first=True)
 
-    def _configure(self, raw):
+    def _configure(self, raw, store_first=False):
+        """Apply settings and store them; `store_first`: a change someone asked for is
+        stored before it applies, so one the file refuses (or none to edit) changes
+        nothing."""
         s = Settings(raw)
+        if store_first and self.on_settings is not None:
+            self.on_settings(s.raw)
         self.meter.configure(s)
-        if self.on_settings is not None:
+        if not store_first and self.on_settings is not None:
             self.on_settings(s.raw)
         self.request_relay()
 

@@ -301,6 +301,11 @@ def test_on_default_settings_the_meter_keeps_its_id_accepts_tokens_and_says_so()
         r, bal = app.enter(env)
         assert r.accepted and bal == 800, r.code
         assert Screens(app, app.board.clock).alert() == "DEFAULT SETTINGS"
+        # no copy to edit: a change is refused and changes nothing, in memory or on flash
+        e = support.raises(ValueError, app.change_settings, {"low_credit": "5.00"})
+        assert str(e).startswith("settings file unusable, not changed"), str(e)
+        assert m.settings.low_credit == 200 and m.settings.raw["low_credit"] == "2.00"
+        assert support.read_file(path) is None
         running.bind(app, path)
         try:
             assert tech.status()["settings"] == "defaults"
