@@ -33,7 +33,7 @@ from firmware.tokens.intake import STATE_FIELDS as INTAKE_FIELDS
 from firmware.tokens.intake import Intake
 from firmware.billing.meter import Meter
 from firmware.billing.policy import CONNECTED
-from firmware.billing.settings import Settings
+from firmware.billing.settings import Settings, with_meter_id
 from firmware.billing.tariff import in_windows
 from firmware.billing.wallclock import WallClock
 from firmware.storage import record
@@ -94,6 +94,8 @@ class App:
         self._relay_flag = asyncio.Event()
         self._persist_flag = asyncio.Event()
         self.on_settings = on_settings
+        self.meter_id = None  # the meter's own id (meter.id), firmware/build.py sets it
+        self.settings_source = "file"  # or "new", "bak", "defaults" (firmware/build.py)
         self.late_ms_max = 0  # longest a metering tick came after its time (loop stalls)
         self.relay_hold = False  # a technician's relay test owns the relay while True
         self.watchdog = None  # machine.WDT (start-up arms it on the board)
@@ -188,12 +190,19 @@ class App:
             if k not in raw:
                 raise ValueError(k + ": unknown setting")
             raw[k] = changes[k]
-        self._configure(raw)
+        if self.meter_id is not None:  # the settings may not rename the meter
+            raw = with_meter_id(raw, self.meter_id)
+        self._configure(raw, store_first=True)
 
-    def _configure(self, raw):
+    def _configure(self, raw, store_first=False):
+        """Apply settings and store them; `store_first`: a change someone asked for is
+        stored before it applies, so one the file refuses (or none to edit) changes
+        nothing."""
         s = Settings(raw)
+        if store_first and self.on_settings is not None:
+            self.on_settings(s.raw)
         self.meter.configure(s)
-        if self.on_settings is not None:
+        if not store_first and self.on_settings is not None:
             self.on_settings(s.raw)
         self.request_relay()
 
@@ -240,6 +249,7 @@ class App:
         s = m.settings
         st = {
             "meter_id": s.meter_id,
+            "settings": self.settings_source,
             "stamp": m.clock.stamp(),
             "balance": led.balance,
             "debt": led.debt,

@@ -1,5 +1,10 @@
-"""The meter assembled on its board: settings and keys from their files, the board (the
-ESP32's, or the one the simulator passes), the state store, the App and its transports.
+"""The meter assembled on its board: its id, settings and keys from their files, the board
+(the ESP32's, or the one the simulator passes), the state store, the App and its transports.
+
+The meter's id comes from meter.id (kept apart from the settings, firmware/tokens/meterid.py);
+a meter without one takes it once from a good settings file. The settings must name that
+meter or none; on the defaults (no good settings copy) the meter still has its id, so
+tokens keep working, and says so: `config_defaults`, App.settings_source "defaults".
 
 `build()` is what start-up and the simulator call. A comms, LoRaWAN or SMS fault while
 building is printed and the meter runs without it: metering never depends on them.
@@ -18,6 +23,8 @@ from firmware.storage.journal import Journal
 from drivers.clock import Clock
 
 STATE_DIR = "state"
+# App.settings_source by conffile source: which copy of the settings the meter runs on
+SOURCES = {conffile.MAIN: "file", conffile.NEW: "new", conffile.BAK: "bak", None: "defaults"}
 
 
 def make_store(partition):
@@ -37,7 +44,12 @@ def make_store(partition):
 def build(path=config.SETTINGS_PATH, board=None, tick_ms=1000):
     """The meter as main.py starts it: settings from `path`, then the board (the ESP32's
     unless one is given: the simulator passes its own), then the App."""
-    settings, pins, cal, report = config.load_settings(path)
+    id_path = config.id_path_for(path)
+    meter_id, id_report = config.load_meter_id(id_path)
+    settings, pins, cal, report = config.load_settings(path, meter_id)
+    from_file = report is None or report[0] is not None  # not the defaults
+    if meter_id is None and id_report[1] == conffile.MISSING and from_file:
+        meter_id = config.adopt_meter_id(id_path, settings)  # once: a meter without meter.id
     fallback = False
     if board is None:
         from drivers.board import Board
@@ -64,14 +76,18 @@ def build(path=config.SETTINGS_PATH, board=None, tick_ms=1000):
         key_path=key_path,
         on_settings=lambda raw: config.save_meter_settings(raw, path),
     )
+    app.meter_id = meter_id
+    app.settings_source = SOURCES[report[0] if report is not None else conffile.MAIN]
     m = app.meter
     if fallback:  # the log exists only now
         m.log.emit(m.clock.stamp(), ev.STORAGE_FALLBACK, m.ledger.balance, 0)
     config.report_config(m, report, path)
-    if key_report is not None and key_report[0] is not None:
-        config.report_config(m, key_report, key_path)
-    elif key is None:
+    config.report_key(m, id_report, id_path)
+    config.report_key(m, key_report, key_path)
+    if key is None:
         print("keys: no meter key in " + key_path + ": tokens answer NotReady")
+    if meter_id is None:
+        print("meter id: none in " + id_path + ": the settings' meter_id names the meter")
     link = None
     if settings.transport == "lorawan":
         start_lorawan(app, board, settings, key, key_path)
@@ -118,10 +134,11 @@ def start_lorawan(app, board, settings, key, key_path):
     try:  # a comms fault must never keep the meter from metering
         appkey, source, reason = conffile.load(path, lorakey.load)
         if appkey is None:
+            config.report_key(app.meter, (source, reason), path)
             print("lora: no usable AppKey in " + path + " (" + str(reason) + "): LoRaWAN off")
             return None
         if source != conffile.MAIN:
-            print("lora: " + path + ": " + str(reason) + "; using " + path + "." + source)
+            config.report_key(app.meter, (source, reason), path)
         from firmware.comms.lora.conversation import LoRaComms
 
         app.comms = LoRaComms(app, board.lorawan(settings, appkey), key)

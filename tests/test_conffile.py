@@ -15,7 +15,7 @@ import os
 
 import support
 
-from firmware.storage import conffile
+from firmware.storage import conffile, jsonseal
 from firmware.storage.conffile import BAK, MAIN, MISSING, NEW
 from firmware.billing.settings import Settings
 
@@ -222,7 +222,7 @@ def _big_settings(meter_id):
         "board": {"relay_set": 25, "relay_reset": 26},
         "calibration": defaults(),
     }
-    return json.dumps(raw).encode()
+    return jsonseal.dumps(raw)
 
 
 def _parse_full(data):

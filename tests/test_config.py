@@ -11,7 +11,7 @@ import os
 import support
 from drivers.atm90e26 import defaults, validate
 from drivers.atm90e26_cal import calibrate
-from firmware.storage import conffile
+from firmware.storage import conffile, jsonseal
 from firmware.billing import events as ev
 from firmware import config
 from firmware.billing.meter import Meter
@@ -41,12 +41,12 @@ def _in_tmp(fn):
 
 def _write(path, raw):
     with open(path, "wb") as f:
-        f.write(raw if isinstance(raw, bytes) else json.dumps(raw).encode())
+        f.write(raw if isinstance(raw, bytes) else jsonseal.dumps(raw))
 
 
 def _read_json(path):
     with open(path, "rb") as f:
-        return json.loads(f.read())
+        return jsonseal.loads(f.read())  # the seal checked
 
 
 def _changed(**kw):
@@ -56,12 +56,12 @@ def _changed(**kw):
 
 
 def _meter():
-    settings = config.parse_settings(json.dumps(GOOD).encode())[0]
+    settings = config.parse_settings(jsonseal.dumps(GOOD))[0]
     return Meter(settings, WallClock(2026, 1, 5, 3600))
 
 
 def test_parse_settings_splits_the_sections():
-    settings, board, cal, raw = config.parse_settings(json.dumps(GOOD).encode())
+    settings, board, cal, raw = config.parse_settings(jsonseal.dumps(GOOD))
     assert settings.meter_id == "M0001" and settings.low_credit == 300
     assert board == {"relay_set": 32, "relay_reset": 33}
     assert cal == {"Ugain": 0x6800}
@@ -72,12 +72,12 @@ def test_parse_settings_refuses_what_the_meter_would_refuse():
     cases = (
         (b"[1, 2]", "settings"),
         (b'{"meter_id": ', ""),
-        (json.dumps(_changed(board=[1])).encode(), "board"),
-        (json.dumps(_changed(calibration=5)).encode(), "calibration"),
-        (json.dumps(_changed(calibration={"Ugain": 0x8000})).encode(), "calibration.Ugain"),
-        (json.dumps(_changed(calibration={"Nope": 1})).encode(), "calibration.Nope"),
-        (json.dumps(_changed(low_credit="0.50")).encode(), "low_credit"),
-        (json.dumps(_changed(colour="red")).encode(), "colour"),
+        (jsonseal.dumps(_changed(board=[1])), "board"),
+        (jsonseal.dumps(_changed(calibration=5)), "calibration"),
+        (jsonseal.dumps(_changed(calibration={"Ugain": 0x8000})), "calibration.Ugain"),
+        (jsonseal.dumps(_changed(calibration={"Nope": 1})), "calibration.Nope"),
+        (jsonseal.dumps(_changed(low_credit="0.50")), "low_credit"),
+        (jsonseal.dumps(_changed(colour="red")), "colour"),
     )
     for data, field in cases:
         e = support.raises(ValueError, config.parse_settings, data)

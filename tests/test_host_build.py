@@ -18,6 +18,8 @@ import pytest
 
 from tools import build, deploy, parttable
 from tools.sim.host import micropython_cmd
+from firmware.storage import jsonseal
+from firmware.tokens import meterid
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -177,11 +179,19 @@ def test_factory_files_are_in_the_image_not_in_the_software(tmp_path):
         assert os.stat(private).st_mode & 0o777 == 0o600, private
     files = build.read_image((out / "vfs.bin").read_bytes())
     assert files["meter.key"] == (tmp_path / "meter.key").read_bytes()
-    assert json.loads(files["settings.json"]) == {"meter_id": "4711"}
+    # the settings sealed as the meter loads them, and the meter's id kept apart
+    assert files["settings.json"] == b'{"meter_id":"4711","seal":"19966d0f"}'
+    assert jsonseal.loads(files["settings.json"]) == {"meter_id": "4711"}
+    assert meterid.load(files["meter.id"]) == 4711
     v = json.loads(files["version.json"])
-    assert "settings.json" not in v["files"] and "meter.key" not in v["files"]
+    for name in ("settings.json", "meter.key", "meter.id"):
+        assert name not in v["files"]
     pkg = json.loads((out / "package.json").read_text())
-    assert not [u for u in pkg["urls"] if u[0] in ("settings.json", "meter.key")]
+    assert not [u for u in pkg["urls"] if u[0] in ("settings.json", "meter.key", "meter.id")]
+    # a sealed input is checked: a damaged copy is not sealed again as good
+    (tmp_path / "rot.json").write_bytes(files["settings.json"].replace(b"4711", b"4710"))
+    r = cli("tools.build", "--out", str(out), "--settings", str(tmp_path / "rot.json"))
+    assert r.returncode != 0 and "seal: does not match" in r.stderr
     # a setting the meter would refuse is refused here, by name
     (tmp_path / "bad.json").write_text(json.dumps({"low_credit": "lots"}))
     r = cli("tools.build", "--out", str(out), "--settings", str(tmp_path / "bad.json"))

@@ -307,7 +307,8 @@ def test_mip_install_onto_a_board_in_safe_mode(factory, tmp_path):
         srv.stop()
     files = build.read_image((tmp_path / "s/vfs.bin").read_bytes())
     software = json.loads((factory["dir"] / "build/version.json").read_text())["files"]
-    assert set(software) | {"version.json", "settings.json", "meter.key"} == set(files)
+    meter_files = {"version.json", "settings.json", "meter.id", "meter.key"}
+    assert set(software) | meter_files == set(files)
     # and the meter runs from what mip installed
     r = emu.boot(frozen, tmp_path / "s", {"load_w": 1000}, seconds=2.5)
     assert r["rc"] == 0 and r["report"]["end"] == "time_limit", r["stdout"] + r["stderr"]

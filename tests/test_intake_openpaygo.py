@@ -319,7 +319,7 @@ def test_a_bad_key_file_is_a_clear_error_and_openpaygo_stays_off(m):
     assert app.intake.opaygo is None
     source, reason = app.intake.opaygo_report
     assert source is None and "not an OpenPAYGO key record" in reason, reason
-    assert ("config_defaults", 1) in _events(app)
+    assert ("key_bad", 1) in _events(app)
     assert support.read_file(m.opg_path + ".bad") is not None  # kept for the technician
     assert m.enter(opg_token(2, 10)) == (rc.FORMAT, 0)
     # a good last copy is used when the file itself is bad
@@ -330,7 +330,7 @@ def test_a_bad_key_file_is_a_clear_error_and_openpaygo_stays_off(m):
     support.write_file(m.opg_path, bytes(data))
     app = m.reboot()
     assert app.intake.opaygo_report == (conffile.BAK, "ValueError: opaygo key: CRC mismatch")
-    assert ("config_fallback", 2) in _events(app)  # detail 2: the .bak copy
+    assert ("key_fallback", 2) in _events(app)  # detail 2: the .bak copy
     assert m.enter(opg_token(2, 10)) == (rc.ACCEPT, 1000)
 
 

@@ -8,13 +8,12 @@ lorapayload.Receiver under the meter's key, as the back office would.
 """
 
 import asyncio
-import json
 
 import support
 
 from drivers import lorawan as lw_mod
 from drivers.backoff import Backoff
-from firmware.storage import conffile
+from firmware.storage import conffile, jsonseal
 from firmware.tokens import keys
 from firmware.comms.lora import appkey as lorakey
 from firmware.billing import events as ev
@@ -49,7 +48,7 @@ def _meter(d, extra=None, model_kw=None, lora_kw=None, appkey=APPKEY):
     raw = dict(RAW)
     raw.update(extra or {})
     path = d + "/settings.json"
-    support.write_file(path, json.dumps(raw).encode())
+    support.write_file(path, jsonseal.dumps(raw))
     conffile.save(config.key_path_for(path), KEY.to_bytes())
     if appkey is not None:
         lorakey.save(d + "/lora.key", appkey)

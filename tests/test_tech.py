@@ -11,7 +11,7 @@ import os
 
 import support
 from firmware.tokens import keys
-from firmware.storage import logfile, version
+from firmware.storage import jsonseal, logfile, version
 from firmware.service import safemode, tech
 from firmware import config, start
 from firmware.build import build
@@ -38,7 +38,7 @@ class Meter:
     def __init__(self, meter="ideal", balance=1000, relay_closed=True):
         self.d = support.tmpdir()
         self.path = self.d + "/settings.json"
-        support.write_file(self.path, json.dumps(RAW).encode())
+        support.write_file(self.path, jsonseal.dumps(RAW))
         settings = Settings(RAW)
         self.board = SimBoard(
             (2026, 1, 5, 12 * 3600), None, settings, meter=meter, relay_closed=relay_closed
@@ -427,7 +427,7 @@ def _comms_fault_at_start_up(extra, flash):
     try:
         path = d + "/settings.json"
         raw = dict(RAW, **extra)
-        support.write_file(path, json.dumps(raw).encode())
+        support.write_file(path, jsonseal.dumps(raw))
         conffile.save(config.key_path_for(path), KEY.to_bytes())
         if flash is not None:
             flash.reset()

@@ -34,16 +34,18 @@ Block size 4096, block count = size / 4096, which must match exactly or the boar
 image only); --block-count, when given, is checked against size / 4096.
 
 A factory image for one meter adds `--settings settings.json` (validated with the
-firmware's own schema: a bad field is refused by name) and `--key meter.key` (a 44-byte
-meter key record, CRC checked). They are never in package.json or the version hash:
-they belong to the meter, not to the software.
+firmware's own schema: a bad field is refused by name; written sealed, and a file that
+carries a seal must match it: docs/settings.md), the meter's id file meter.id when the
+settings name a valid meter_id, and `--key meter.key` (a 44-byte meter key record, CRC
+checked). They are never in package.json or the version hash: they belong to the meter,
+not to the software.
 
 Version manifest (version.json), the software identification of legal metrology:
   {"name", "version" (pyproject.toml), "march", "frozen", "commit", "dirty",
    "files": {path: sha256 hex of the file's bytes as stored in the image},
    "hash": the combined hash}
 `files` covers every file of the image except version.json itself and the per-meter
-files (settings.json, meter.key). Paths are relative to the filesystem root, '/'
+files (settings.json, meter.id, meter.key). Paths are relative to the filesystem root, '/'
 separated, no leading '/'. The combined hash is
 
     sha256( "".join(path + " " + files[path] + "\\n" for path in sorted(files)) )
@@ -88,7 +90,7 @@ LAZY = (
     "drivers.lorawan_e5",
     "drivers.lorawan_rui3",
 )
-FACTORY_FILES = ("settings.json", "meter.key")
+FACTORY_FILES = ("settings.json", "meter.id", "meter.key")
 # files holding keys: written 0600 on the host, like vfs.bin, which carries them
 KEY_FILES = ("meter.key", "lora.key", "opaygo.key")
 VERSION_FILE = "version.json"
@@ -243,14 +245,28 @@ def libraries(frozen):
 
 # -- factory files -----------------------------------------------------------------------
 def check_settings(data):
-    """settings.json bytes as the meter would load them; BuildError naming the field."""
+    """settings.json bytes (sealed or not) -> (the sealed bytes the meter loads, the
+    meter.id record or None when the settings name no valid meter id); BuildError naming
+    the field, or the seal of a sealed file that does not match."""
     sys.path.insert(0, str(ROOT))
-    from firmware.config import parse_settings
+    from firmware.billing.settings import parse_meter_id
+    from firmware.config import parse_settings, seal_settings
+    from firmware.storage import jsonseal
+    from firmware.tokens import meterid
 
     try:
-        parse_settings(data)
+        raw = json.loads(data)
+        if isinstance(raw, dict) and jsonseal.SEAL in raw:
+            raw = jsonseal.loads(data)
+        sealed = seal_settings(raw)
+        settings = parse_settings(sealed)[0]
     except ValueError as e:
         raise BuildError("settings: %s" % e) from e
+    try:
+        ident = meterid.to_bytes(parse_meter_id(settings.meter_id))
+    except ValueError:
+        ident = None
+    return sealed, ident
 
 
 def check_key(data):
@@ -459,9 +475,10 @@ def build(
                 files[dest] = compile_mpy(src, rel, march, tmp)
                 code_bytes += len(files[dest])
     if settings is not None:
-        data = Path(settings).read_bytes()
-        check_settings(data)
+        data, ident = check_settings(Path(settings).read_bytes())
         files["settings.json"] = data
+        if ident is not None:
+            files["meter.id"] = ident
     if key is not None:
         data = Path(key).read_bytes()
         check_key(data)

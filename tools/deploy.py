@@ -18,8 +18,8 @@ or in lib/meterdeps (and lib/umqtt, where older builds put umqtt.simple) that th
 does not have is removed; version.json goes last, so a
 push cut short shows as a hash mismatch in `tech.version()`. The new code runs from the
 next start: `--reset` resets the board at the end (the meter comes back in the state
-its journal holds). The meter's own files (settings.json, meter.key, logs, state) are
-never touched.
+its journal holds). The meter's own files (settings.json, meter.id, meter.key, logs,
+state) are never touched.
 
 `install-shortcuts` copies tools/mpremote/config.py (the technicians' `mpremote status`,
 `mpremote meter topup ...`, ...) to mpremote's user config directory.

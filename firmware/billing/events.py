@@ -46,6 +46,11 @@ CONSOLE_SESSION = "console_session"
 # The partition table has no "journal" partition (a stock MicroPython table): the state
 # is kept in the A/B state files on littlefs instead (firmware/build.py); once a start.
 STORAGE_FALLBACK = "storage_fallback"
+# A key file (meter.key, opaygo.key, lora.key, meter.id) did not load: detail 1: the copy
+# of a save cut between its renames (.new), 2: the last good copy (.bak); or none of its
+# copies is good (detail 1): key_bad. firmware/config.py's report_key.
+KEY_FALLBACK = "key_fallback"
+KEY_BAD = "key_bad"
 
 
 class EventLog:

@@ -15,6 +15,7 @@ from firmware.billing.wallclock import (
 )
 
 METER_ID_MAX = 9999999999999999999  # 19 digits: fits an unsigned 64-bit field
+NO_METER_ID = "00000000"  # the default: settings that name no meter
 
 
 def parse_meter_id(meter_id):
@@ -34,9 +35,29 @@ def parse_meter_id(meter_id):
     return meter_id
 
 
+def with_meter_id(raw, meter_id):
+    """Raw settings for the meter whose own id (meter.id) is `meter_id`: settings that name
+    no meter (NO_METER_ID or none) get it; ValueError when they name another
+    (a file copied from another meter, a change that would rename this one)."""
+    given = raw.get("meter_id", NO_METER_ID)
+    if given == NO_METER_ID:
+        raw = dict(raw)
+        raw["meter_id"] = str(meter_id)
+        return raw
+    try:
+        same = parse_meter_id(given) == meter_id
+    except ValueError:
+        same = False
+    if not same:
+        raise ValueError(
+            "meter_id: " + repr(given) + " is not this meter (" + str(meter_id) + ", meter.id)"
+        )
+    return raw
+
+
 # key: (kind, default, minimum, maximum) -- bounds apply to int kinds
 SCHEMA = {
-    "meter_id": ("str", "00000000", None, None),
+    "meter_id": ("str", NO_METER_ID, None, None),
     "currency_decimals": ("int", 2, 0, 4),
     "tariff": ("tariff", {"type": "flat", "price_per_kwh": "0.2000"}, None, None),
     # The passive tariff (DLMS): becomes `tariff` at `tariff_next_from` (local time).
@@ -226,6 +247,9 @@ def parse_stamp(text, field):
     return days_from_2000(y, m, d) * 86400 + sod
 
 
+_WINDOW_KEYS = ("days", "from", "to")
+
+
 def parse_windows(items, field):
     """[{"days": "sat,sun", "from": "00:00", "to": "24:00"}] -> [(mask, start, end)]."""
     if not isinstance(items, list):
@@ -233,8 +257,7 @@ def parse_windows(items, field):
     out = []
     for i, w in enumerate(items):
         f = field + "[" + str(i) + "]"
-        if not isinstance(w, dict):
-            raise ValueError(f + ": expected an object")
+        tariff.check_keys(w, _WINDOW_KEYS, f)
         start = parse_hhmm(w.get("from"), f + ".from")
         end = parse_hhmm(w.get("to"), f + ".to", allow_24=True)
         if start == end:

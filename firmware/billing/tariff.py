@@ -15,6 +15,19 @@ _KEYS = {
     "tou": ("type", "bands", "default_price_per_kwh"),
     "block": ("type", "tiers"),
 }
+_BAND_KEYS = ("days", "from", "to", "price_per_kwh")
+_TIER_KEYS = ("up_to_kwh", "price_per_kwh")
+
+
+def check_keys(obj, keys, field):
+    """Refuse a nested object that is not one, or that holds a key outside `keys`, naming
+    the field ("tariff.bands[1].dayz: unknown key"): a misspelt key must never leave its
+    field at the default without a word."""
+    if not isinstance(obj, dict):
+        raise ValueError(field + ": expected an object")
+    for key in obj:
+        if key not in keys:
+            raise ValueError(field + "." + str(key) + ": unknown key")
 
 
 class Flat:
@@ -134,8 +147,7 @@ def from_config(cfg, decimals, field="tariff"):
         out = []
         for i, band in enumerate(bands):
             f = field + ".bands[" + str(i) + "]"
-            if not isinstance(band, dict):
-                raise ValueError(f + ": expected an object")
+            check_keys(band, _BAND_KEYS, f)
             start = parse_hhmm(band.get("from"), f + ".from")
             end = parse_hhmm(band.get("to"), f + ".to", allow_24=True)
             if start == end:
@@ -151,8 +163,7 @@ def from_config(cfg, decimals, field="tariff"):
     last = 0
     for i, tier in enumerate(tiers):
         f = field + ".tiers[" + str(i) + "]"
-        if not isinstance(tier, dict):
-            raise ValueError(f + ": expected an object")
+        check_keys(tier, _TIER_KEYS, f)
         up_to = tier.get("up_to_kwh")
         if up_to is None:
             if i != len(tiers) - 1:

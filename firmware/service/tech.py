@@ -81,6 +81,7 @@ def status():
     dec = app.meter.settings.currency_decimals
     st = {
         "meter_id": now["meter_id"],
+        "settings": now["settings"],
         "balance": money.format_decimal(now["balance"], dec),
         "debt": money.format_decimal(now["debt"], dec),
         "credit": now["credit_status"],

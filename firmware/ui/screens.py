@@ -206,7 +206,10 @@ class Screens:
             return "SUPPLY OFF"
         if state == policy.READY_FOR_RECONNECTION:
             return "PRESS BUTTON"
-        return _CREDIT_ALERT.get(st["credit_status"], "")
+        text = _CREDIT_ALERT.get(st["credit_status"], "")
+        if not text and st.get("settings") == "defaults":
+            return "DEFAULT SETTINGS"  # no good settings copy: billing at the defaults
+        return text
 
     # -- composing ---------------------------------------------------------------------
     def compose(self, out):

@@ -42,7 +42,7 @@ from firmware.storage import conffile
 from firmware.billing import money
 from firmware.billing.policy import CONTROL_STATES
 from firmware.build import build
-from firmware.config import key_path_for, parse_settings
+from firmware.config import key_path_for, parse_settings, seal_settings
 from firmware.billing.wallclock import parse_datetime
 from tools.sim.board import SimBoard
 from tools.sim.rtclock import RealClock
@@ -74,13 +74,13 @@ def make(cfg):
     try:  # a meter that ran before keeps its settings, key and flash (a restart)
         os.stat(path)
     except OSError:
-        conffile.save(path, json.dumps(raw).encode())
+        conffile.save(path, seal_settings(raw))
         conffile.save(key_path_for(path), binascii.unhexlify(cfg["key"]))
     if lora and not conffile.exists(d + "/lora.key"):
         from firmware.comms.lora import appkey as lorakey
 
         lorakey.save(d + "/lora.key", cfg["appkey"])
-    settings = parse_settings(json.dumps(raw))[0]
+    settings = parse_settings(seal_settings(raw))[0]
     start = parse_datetime(cfg.get("start", "2026-11-25T10:00:00"))
     board = SimBoard(
         start,

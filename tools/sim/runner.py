@@ -102,7 +102,7 @@ def main(path):
     # the settings file on the meter's file system, read at every boot as on the board
     settings_path = sc["state_dir"] + "/settings.json"
     if sc.get("fresh", True):
-        conffile.save(settings_path, json.dumps(sc["settings"]).encode())
+        conffile.save(settings_path, config.seal_settings(sc["settings"]))
         if sc.get("meter_key"):  # the meter key file, as provisioning writes it
             conffile.save(config.key_path_for(settings_path), bytes.fromhex(sc["meter_key"]))
     cur = [None]  # the running App: a power cut replaces it

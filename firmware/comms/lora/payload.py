@@ -122,6 +122,8 @@ EVENT_KINDS = (
     "remote_command",
     "config_defaults",
     "console_session",
+    "key_fallback",
+    "key_bad",
 )
 
 # largest downlink FRMPayload per downlink DR (docs/lorawan.md, payload limits)

@@ -40,8 +40,8 @@ _KINDS = (None, CREDIT, SET_CREDIT, DISABLE_PAYG, COUNTER_SYNC)  # by openpaygo 
 def load(intake, state=(0, 0)):
     """Read intake.opaygo_path. Returns (Opaygo or None, report): report None when the
     file is good or there is none, else (source, reason) as conffile.load says it; a bad
-    file is printed and logged (`config_fallback` when a good copy took its place,
-    detail 1 `.new`, 2 `.bak`; `config_defaults` detail 1 when none did: off)."""
+    file is printed and logged as a key file's (`key_fallback` when a good copy took its
+    place, detail 1 `.new`, 2 `.bak`; `key_bad` detail 1 when none did: off)."""
     from firmware.storage import conffile
     from firmware.tokens.openpaygo import keyfile as opaygokey
 
@@ -50,12 +50,12 @@ def load(intake, state=(0, 0)):
     report = None if source == conffile.MAIN or reason == conffile.MISSING else (source, reason)
     if cfg is None:
         if report is not None:
-            _log(intake.meter, ev.CONFIG_DEFAULTS, 1, reason + "; OpenPAYGO off")
+            _log(intake.meter, ev.KEY_BAD, 1, reason + "; OpenPAYGO off")
         return None, report
     if report is not None:
         _log(
             intake.meter,
-            ev.CONFIG_FALLBACK,
+            ev.KEY_FALLBACK,
             1 if source == conffile.NEW else 2,
             path + ": " + reason + "; using " + path + "." + source,
         )
