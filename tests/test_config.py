@@ -89,14 +89,14 @@ def test_an_unknown_modem_dialect_is_refused_naming_the_known_ones():
     from firmware.billing import settings as settings_mod
 
     e = support.raises(
-        ValueError, config.parse_settings, json.dumps(_changed(modem="sim800")).encode()
+        ValueError, config.parse_settings, jsonseal.dumps(_changed(modem="sim800"))
     )
     assert "modem" in str(e) and "simcom, quectel" in str(e), str(e)
     bad_board = _changed(board={"lora_dialect": "rak811"})
-    e = support.raises(ValueError, config.parse_settings, json.dumps(bad_board).encode())
+    e = support.raises(ValueError, config.parse_settings, jsonseal.dumps(bad_board))
     assert "board.lora_dialect" in str(e) and "rui3, e5" in str(e), str(e)
     for name in dialects.LORAWAN:
-        config.parse_settings(json.dumps(_changed(board={"lora_dialect": name})).encode())
+        config.parse_settings(jsonseal.dumps(_changed(board={"lora_dialect": name})))
     # the settings schema (billing may import no driver) keeps the drivers' list
     assert tuple(settings_mod.MODEMS) == dialects.CELLULAR
 
