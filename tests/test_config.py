@@ -88,9 +88,7 @@ def test_an_unknown_modem_dialect_is_refused_naming_the_known_ones():
     from drivers import dialects
     from firmware.billing import settings as settings_mod
 
-    e = support.raises(
-        ValueError, config.parse_settings, jsonseal.dumps(_changed(modem="sim800"))
-    )
+    e = support.raises(ValueError, config.parse_settings, jsonseal.dumps(_changed(modem="sim800")))
     assert "modem" in str(e) and "simcom, quectel" in str(e), str(e)
     bad_board = _changed(board={"lora_dialect": "rak811"})
     e = support.raises(ValueError, config.parse_settings, jsonseal.dumps(bad_board))
