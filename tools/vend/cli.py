@@ -62,13 +62,15 @@ def _key_option(f):
     )(f)
 
 
-def _decimals_option(f):
+def decimals_option(help, required=False):
     return click.option(
-        "--decimals",
-        type=click.IntRange(0, core.DECIMALS_MAX),
-        default=None,
-        help="The meter's currency decimals; by default the key store's record of them.",
-    )(f)
+        "--decimals", type=click.IntRange(0, core.DECIMALS_MAX), required=required, help=help
+    )
+
+
+_decimals_option = decimals_option(
+    "The meter's currency decimals; by default the key store's record of them."
+)
 
 
 def _decimals(key_path, meter_id, given):
@@ -102,12 +104,10 @@ def main():
 @main.command()
 @click.option("--out", "path", required=True, help="Key store file to create (mode 0600).")
 @click.option("--bytes", "nbytes", type=click.Choice(["16", "32"]), default="32")
-@click.option(
-    "--decimals",
-    type=click.IntRange(0, core.DECIMALS_MAX),
+@decimals_option(
+    "Currency decimals of the meters this store serves (a meter of another currency gets "
+    "its own with meter-key --decimals).",
     required=True,
-    help="Currency decimals of the meters this store serves (a meter of another currency "
-    "gets its own with meter-key --decimals).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing key store.")
 def keygen(path, nbytes, decimals, force):
@@ -131,12 +131,8 @@ def keygen(path, nbytes, decimals, force):
     help="Key expiry number: valid while (stamp >> 24) <= KEN; 255 never expires.",
 )
 @click.option("--out", "out", required=True, help="Meter key file to write (mode 0600).")
-@click.option(
-    "--decimals",
-    type=click.IntRange(0, core.DECIMALS_MAX),
-    default=None,
-    help="Record this meter's currency decimals in the key store (when they differ from "
-    "the store's).",
+@decimals_option(
+    "Record this meter's currency decimals in the key store (when they differ from the store's)."
 )
 @click.option("--force", is_flag=True)
 def meter_key(key_path, meter_id, revision, ken, out, decimals, force):
